@@ -1,0 +1,250 @@
+"""Kizuna settings.
+
+One ``Settings`` object per process, built by :func:`load_settings` from (highest first):
+explicit overrides, ``KIZUNA_*`` environment variables (nested with ``__``, e.g.
+``KIZUNA_TELEGRAM__TOKEN``), a TOML file (``--config``, ``KIZUNA_CONFIG`` or
+``config/kizuna.toml`` when present) and the embedded defaults. Settings are passed to the
+services that need them; nothing reads a global.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("config/kizuna.toml")
+SUPPORTED_LANGUAGES = ("ja", "en", "zh")
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TelegramSettings(_Section):
+    token: SecretStr | None = None
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_path: str = "/telegram/webhook"
+    api_base_url: str | None = Field(
+        default=None,
+        description="Custom Bot API server, e.g. a self-hosted telegram-bot-api or a test double.",
+    )
+    polling_timeout: int = Field(default=30, ge=0, le=300)
+    max_send_attempts: int = Field(default=5, ge=1, le=20)
+    request_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("api_base_url", "webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        raw = value.get_secret_value()
+        bot_id, _, secret = raw.partition(":")
+        if not bot_id.isdigit() or not secret:
+            raise ValueError("must look like '123456:ABC-DEF...' (bot id, colon, secret)")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+        if not 1 <= len(raw) <= 256 or set(raw) - allowed:
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs(self) -> TelegramSettings:
+        if self.token is not None and self.mode == "webhook":
+            if not self.webhook_url:
+                raise ValueError("mode 'webhook' needs telegram.webhook_url")
+            if self.webhook_secret is None:
+                raise ValueError("mode 'webhook' needs telegram.webhook_secret")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///data/kizuna.db"
+    echo: bool = False
+    pool_size: int = Field(default=10, ge=1, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        if value.startswith("sqlite:///") or value.startswith("sqlite://"):
+            value = "sqlite+aiosqlite" + value[len("sqlite") :]
+        elif value.startswith(("postgresql://", "postgres://")):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must be a sqlite:///PATH or postgresql://USER@HOST:PORT/DB URL"
+            )
+        return value
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+    cookie_secure: bool = False
+
+
+class RedisSettings(_Section):
+    url: str | None = Field(
+        default=None, description="redis://host:port/db; unset = in-process implementations"
+    )
+
+
+class BotSettings(_Section):
+    name: str = "Kizuna"
+    default_language: Literal["ja", "en", "zh"] = "ja"
+    max_incoming_text: int = Field(default=16_384, ge=1)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class RateLimitSettings(_Section):
+    """Per-platform send limits (messages per second / per minute)."""
+
+    global_per_second: float = Field(default=30.0, gt=0)
+    private_per_second: float = Field(default=1.0, gt=0)
+    group_per_minute: float = Field(default=20.0, gt=0)
+
+
+class KnowledgeBaseSettings(_Section):
+    data_dir: str = "data/kb"
+    sample: str | None = "bundled"
+    embedder: str = "auto"
+    model: str | None = None
+    answer_threshold: float | None = None
+    suggest_threshold: float | None = None
+
+
+class SchedulerSettings(_Section):
+    enabled: bool = True
+    timezone: str = "Asia/Tokyo"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KIZUNA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: str = "data"
+    bot: BotSettings = BotSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    web: WebSettings = WebSettings()
+    redis: RedisSettings = RedisSettings()
+    logging: LoggingSettings = LoggingSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    knowledge_base: KnowledgeBaseSettings = KnowledgeBaseSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # TOML values arrive through init_settings (see load_settings), below the environment.
+        return (env_settings, init_settings)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(root)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        got = item.get("input")
+        shown = ""
+        if not isinstance(got, dict | list) and got is not None and "token" not in key \
+                and "secret" not in key:
+            shown = f" (got {got!r})"
+        lines.append(f"config error in {source}: {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Settings:
+    """Build settings; raise :class:`ConfigError` with a message naming the bad key."""
+    path: Path | None
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config error: file not found: {path}")
+    elif os.environ.get("KIZUNA_CONFIG"):
+        path = Path(os.environ["KIZUNA_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"config error: KIZUNA_CONFIG file not found: {path}")
+    else:
+        path = DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config error in {path}: not valid TOML: {exc}") from exc
+    data = _deep_merge(data, overrides)
+    source = str(path) if path else "environment"
+    env_backup = os.environ.pop("KIZUNA_CONFIG", None)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+    finally:
+        if env_backup is not None:
+            os.environ["KIZUNA_CONFIG"] = env_backup
