@@ -118,6 +118,11 @@ class WebSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
     cookie_secure: bool = False
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs web-chat cookies and console sessions; generated into the data "
+        "folder when unset (set it explicitly when several workers serve the web).",
+    )
 
 
 class RedisSettings(_Section):

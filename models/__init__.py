@@ -1,5 +1,6 @@
 """Kizuna's data model: SQLAlchemy 2 models and repositories. Imports only ``config``."""
 
+from models import knowledge as _knowledge  # noqa: F401
 from models.base import Base
 from models.chat import Chat, ChatKind
 from models.contact import Contact, ContactIdentity, DeepLinkStart

@@ -99,12 +99,12 @@ class InMemoryRateLimiter:
             current[name] = tokens
             if blocked > 0:
                 wait = max(wait, blocked)
-            if tokens < 1.0:
+            if tokens < 1.0 - 1e-9:
                 wait = max(wait, (1.0 - tokens) / rate.per_second)
         if wait > 0:
-            return wait
+            return max(wait, 1e-4)  # below clock resolution a waiter would spin
         for name, _rate in buckets:
-            self._state[name] = (current[name] - 1.0, now)
+            self._state[name] = (max(0.0, current[name] - 1.0), now)
         return 0.0
 
     async def penalize(self, bucket: str, rate: Rate, seconds: float) -> None:

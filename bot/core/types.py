@@ -66,6 +66,7 @@ class OutgoingMessage:
     buttons: list[list[Button]] = field(default_factory=list)
     image: Image | None = None
     reply_to: str | None = None  # platform message id to reply to
+    format: str = "plain"  # "plain" or "html" (a platform without HTML gets the text)
     sender: str = "bot"  # who composed it: "bot", "advisor:NAME", "drop:ID", ...
 
 

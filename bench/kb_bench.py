@@ -1,0 +1,573 @@
+"""Knowledge-base benchmark: intent classification with OOS detection, FAQ retrieval with
+hand-off, and answer latency / memory, for every embedding backend in one run.
+
+    .venv/bin/python -m bench.kb_bench [--quick] [--data DIR] [--write-defaults]
+
+Prints one markdown table. Everything is tuned on validation splits; test splits are
+only scored. Embeddings of the benchmark texts are cached under ``bench/results/emb``
+(the first full run embeds ~35k texts per backend; later runs reuse them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from knowledge_base.decision import DecisionPolicy
+from knowledge_base.embedder import AUTO_EMBEDDER, Kind, make_embedder
+from knowledge_base.evaluation import (
+    evaluate_faq,
+    evaluate_intent_predictions,
+    load_faq_jsonl,
+    load_intent_jsonl,
+    load_queries_jsonl,
+)
+from knowledge_base.intents import IntentClassifier
+from knowledge_base.retrieval import Document, Fusion, HybridRetriever
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULTS_TOML = ROOT.parent / "knowledge_base" / "defaults.toml"
+
+#: Backends compared; composite names are built from the cached parts.
+BACKENDS = ("use+e5", "use-multilingual", "e5-small-4bit", "minilm")
+PARTS = {"use+e5": ("use-multilingual", "e5-small-4bit")}
+LEXICAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- embedding cache
+class EmbeddingStore:
+    """Disk cache of one base backend's embeddings, keyed by (kind, text)."""
+
+    def __init__(self, backend: str, root: Path) -> None:
+        self.backend = backend
+        stem = backend.replace("/", "_")
+        self.keys_path = root / f"{stem}.keys.json"
+        self.vecs_path = root / f"{stem}.npy"
+        legacy = root / f"{stem}.npz"
+        self._index: dict[tuple[str, str], int] = {}
+        self._vecs: list[np.ndarray] = []
+        self._embedder = None
+        self._dirty = False
+        if self.keys_path.exists() and self.vecs_path.exists():
+            keys = json.loads(self.keys_path.read_text(encoding="utf-8"))
+            vecs = np.load(self.vecs_path)
+            if len(keys) == len(vecs):
+                self._index = {(k, t): i for i, (k, t) in enumerate(keys)}
+                self._vecs = list(vecs)
+        elif legacy.exists():
+            with np.load(legacy, allow_pickle=False) as z:
+                kinds, texts, vecs = z["kinds"].tolist(), z["texts"].tolist(), z["vecs"]
+            self._index = {(k, t): i for i, (k, t) in enumerate(zip(kinds, texts, strict=True))}
+            self._vecs = list(vecs)
+            self._dirty = True
+            self.save()
+            legacy.unlink()
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            self._embedder = make_embedder(self.backend)
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        if self._vecs:
+            return int(self._vecs[0].shape[0])
+        return self.embedder.dim
+
+    def get(self, texts: Sequence[str], kind: Kind = "query") -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self._index))
+        if missing:
+            log(f"embedding {len(missing)} texts with {self.backend} ({kind})")
+            t0 = time.perf_counter()
+            for start in range(0, len(missing), 512):
+                chunk = missing[start : start + 512]
+                vecs = self.embedder.embed(chunk, kind=kind)
+                for t, v in zip(chunk, vecs, strict=True):
+                    self._index[(kind, t)] = len(self._vecs)
+                    self._vecs.append(v)
+                self._dirty = True
+                if (start // 512) % 10 == 9:
+                    self.save()
+            log(f"  done in {time.perf_counter() - t0:.0f}s")
+            self.save()
+        return np.stack([self._vecs[self._index[(kind, t)]] for t in texts]).astype(np.float32)
+
+    def save(self) -> None:
+        if not self._dirty or not self._vecs:
+            return
+        self.vecs_path.parent.mkdir(parents=True, exist_ok=True)
+        keys = [list(k) for k, _ in sorted(self._index.items(), key=lambda kv: kv[1])]
+        tmp_vecs = self.vecs_path.with_suffix(".tmp.npy")
+        np.save(tmp_vecs, np.stack(self._vecs).astype(np.float32))
+        tmp_keys = self.keys_path.with_suffix(".tmp")
+        tmp_keys.write_text(json.dumps(keys, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp_vecs, self.vecs_path)
+        os.replace(tmp_keys, self.keys_path)
+        self._dirty = False
+
+
+class CachedEmbedder:
+    """Embedder over the disk cache (same vectors as the live backend, incl. concat)."""
+
+    def __init__(self, name: str, stores: dict[str, EmbeddingStore]) -> None:
+        self.name = name
+        self._parts = [stores[p] for p in PARTS.get(name, (name,))]
+        self.dim = sum(s.dim for s in self._parts)
+        self.calls = 0
+
+    def embed(self, texts: Sequence[str], *, kind: Kind = "query") -> np.ndarray:
+        texts = list(texts)
+        self.calls += len(texts)
+        blocks = [s.get(texts, kind) for s in self._parts]
+        x = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x.astype(np.float32)
+
+
+# ---------------------------------------------------------------------- data
+@dataclass
+class IntentData:
+    name: str
+    train: list[tuple[str, str | None]]
+    val: list[tuple[str, str | None]]
+    test: list[tuple[str, str | None]]
+    test_meta: list[dict] = field(default_factory=list)
+
+
+def _subsample(rows: list, per_label: int, seed: int = 0, label_of=lambda r: r[1]) -> list:
+    by: dict = defaultdict(list)
+    for r in rows:
+        by[label_of(r)].append(r)
+    rng = random.Random(seed)
+    out = []
+    for label in sorted(by, key=str):
+        items = by[label]
+        out.extend(rng.sample(items, min(per_label, len(items))))
+    return out
+
+
+def load_intents(data: Path, quick: bool) -> dict[str, IntentData]:
+    out: dict[str, IntentData] = {}
+    clinc = data / "intent" / "clinc150.jsonl"
+    tr = load_intent_jsonl(clinc, "train", keep_oos=False)
+    va = load_intent_jsonl(clinc, "val")
+    te = load_intent_jsonl(clinc, "test")
+    if quick:
+        tr, va, te = _subsample(tr, 15), _subsample(va, 4), _subsample(te, 6)
+        va += [r for r in load_intent_jsonl(clinc, "val") if r[1] is None][:40]
+        te += [r for r in load_intent_jsonl(clinc, "test") if r[1] is None][:150]
+    out["clinc150"] = IntentData("clinc150", tr, va, te)
+
+    bank = data / "intent" / "banking77.jsonl"
+    tr = load_intent_jsonl(bank, "train")
+    te = load_intent_jsonl(bank, "test")
+    if quick:
+        tr, te = _subsample(tr, 15), _subsample(te, 6)
+    out["banking77"] = IntentData("banking77", tr, [], te)
+
+    boos = data / "intent" / "banking77_oos.jsonl"
+    rows_tr = load_intent_jsonl(boos, "train", with_meta=True)
+    tr = [(t, lab) for t, lab, meta in rows_tr if meta.get("oos_type") is None]
+    va = [(t, lab) for t, lab, _ in load_intent_jsonl(boos, "val", with_meta=True)]
+    te_meta = load_intent_jsonl(boos, "test", with_meta=True)
+    if quick:
+        tr = _subsample(tr, 15)
+        va = _subsample(va, 6, label_of=lambda r: r[1] or "oos")
+        te_meta = _subsample(te_meta, 8, label_of=lambda r: r[1] or r[2].get("oos_type"))
+    out["banking77_oos"] = IntentData(
+        "banking77_oos", tr, va, [(t, lab) for t, lab, _ in te_meta], [m for *_, m in te_meta]
+    )
+    return out
+
+
+def intent_texts(sets: dict[str, IntentData]) -> list[str]:
+    texts: list[str] = []
+    for d in sets.values():
+        texts.extend(t for t, _ in d.train + d.val + d.test)
+    return list(dict.fromkeys(texts))
+
+
+# ---------------------------------------------------------------------- intent suite
+@dataclass(frozen=True)
+class ClfConfig:
+    """Classifier settings benchmarked for a backend."""
+
+    tfidf: bool = True
+    knn_weight: float = 0.3
+    C: float = 10.0
+
+    def make(self, embedder) -> IntentClassifier:
+        return IntentClassifier(
+            embedder=embedder, tfidf=self.tfidf, knn_weight=self.knn_weight, C=self.C
+        )
+
+
+BASELINE_CLF = ClfConfig(tfidf=False, knn_weight=0.0, C=1.0)
+
+
+def _group(rows: list[tuple[str, str | None]]) -> dict[str, list[str]]:
+    ex: dict[str, list[str]] = defaultdict(list)
+    for t, lab in rows:
+        if lab is not None:
+            ex[lab].append(t)
+    return dict(ex)
+
+
+def _fit(cfg: ClfConfig, emb, rows: list[tuple[str, str | None]]) -> IntentClassifier:
+    ex = _group(rows)
+    texts = [t for lab in ex for t in ex[lab]]
+    return cfg.make(emb).fit(ex, vectors=emb.embed(texts))
+
+
+def _predict(clf: IntentClassifier, emb, rows) -> list[str | None]:
+    texts = [t for t, _ in rows]
+    return [p.intent for p in clf.predict_batch(texts, vectors=emb.embed(texts))]
+
+
+def intent_suite(cfg: ClfConfig, emb, sets: dict[str, IntentData], seeds: int) -> dict:
+    res: dict[str, float] = {}
+    d = sets["clinc150"]
+    clf = _fit(cfg, emb, d.train)
+    clf.tune_threshold(d.val, vectors=emb.embed([t for t, _ in d.val]))
+    m = evaluate_intent_predictions(_predict(clf, emb, d.test), [g for _, g in d.test])
+    res.update(
+        clinc_in=m["in_scope_accuracy"], clinc_oos=m["oos_recall"], clinc_oos_f1=m["oos_f1"],
+        clinc_thr=clf.oos_threshold or 0.0,
+    )
+    log(f"  clinc150 {res['clinc_in']:.4f} / {res['clinc_oos']:.4f}")
+
+    d = sets["banking77"]
+    clf = _fit(cfg, emb, d.train)
+    m = evaluate_intent_predictions(_predict(clf, emb, d.test), [g for _, g in d.test])
+    res["bank_acc"] = m["accuracy"]
+    res["bank_f1"] = m["macro_f1"]
+    shots = []
+    for seed in range(seeds):
+        few = _subsample(d.train, 10, seed=seed)
+        clf = _fit(cfg, emb, few)
+        m = evaluate_intent_predictions(_predict(clf, emb, d.test), [g for _, g in d.test])
+        shots.append(m["accuracy"])
+    res["bank_10shot"] = float(np.mean(shots))
+    log(f"  banking77 {res['bank_acc']:.4f}, 10-shot {res['bank_10shot']:.4f}")
+
+    d = sets["banking77_oos"]
+    clf = _fit(cfg, emb, d.train)
+    clf.tune_threshold(d.val, vectors=emb.embed([t for t, _ in d.val]))
+    pred = _predict(clf, emb, d.test)
+    gold = [g for _, g in d.test]
+    m = evaluate_intent_predictions(pred, gold)
+    kinds = [meta.get("oos_type") for meta in d.test_meta]
+    for kind in ("id", "ood"):
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        res[f"boos_{kind}"] = float(np.mean([pred[i] is None for i in idx])) if idx else 0.0
+    res["boos_in"] = m["in_scope_accuracy"]
+    log(f"  banking77-oos {res['boos_in']:.4f} / {res['boos_id']:.4f} / {res['boos_ood']:.4f}")
+    return res
+
+
+# ---------------------------------------------------------------------- FAQ suite
+def faq_suite(emb, data: Path, *, lexical_weights: Sequence[float]) -> dict:
+    faq_dir = data / "faq" / "stackfaq"
+    docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=False)
+    val = load_queries_jsonl(faq_dir / "queries.jsonl", "val")
+    test = load_queries_jsonl(faq_dir / "queries.jsonl", "test")
+    best = None
+    for lw in lexical_weights:  # choose the fusion weight on val (MRR, then hand-off acc)
+        fusion = Fusion(dense_weight=1.0 - lw, lexical_weight=lw)
+        r = HybridRetriever(embedder=emb, fusion=fusion)
+        r.sync(docs)
+        policy = DecisionPolicy.tune(r, val)
+        mv = evaluate_faq(r, policy, val)
+        key = (round(mv["mrr"], 4), mv["answer_or_handoff_accuracy"])
+        if best is None or key > best[0]:
+            best = (key, lw, r, policy)
+    assert best is not None
+    _, lw, r, policy = best
+    m = evaluate_faq(r, policy, test)
+    return {
+        "faq_p1": m["p_at_1"],
+        "faq_mrr": m["mrr"],
+        "faq_r5": m["recall_at_5"],
+        "faq_aoh": m["answer_or_handoff_accuracy"],
+        "faq_oos": m["oos_recall"],
+        "lexical_weight": lw,
+        "policy": policy,
+    }
+
+
+# ---------------------------------------------------------------------- latency worker
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _SyntheticPassages:
+    """Real query embeddings; passages are synthetic unit vectors near real FAQ vectors
+    (embedding 100k synthetic entries would dominate the run for no information)."""
+
+    def __init__(self, real, seeds: np.ndarray) -> None:
+        self.real = real
+        self.name = real.name
+        self.dim = real.dim
+        self._seeds = seeds
+        self._rng = np.random.default_rng(0)
+
+    def embed(self, texts: Sequence[str], *, kind: Kind = "query") -> np.ndarray:
+        if kind == "query":
+            return self.real.embed(texts, kind=kind)
+        base = self._seeds[self._rng.integers(0, len(self._seeds), len(texts))]
+        x = base + self._rng.normal(scale=0.6 / np.sqrt(self.dim), size=(len(texts), self.dim))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def latency_worker(backend: str, data: Path, sizes: list[int], n_queries: int) -> dict:
+    faq_dir = data / "faq" / "stackfaq"
+    docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=False)
+    queries = [q for q, _ in load_queries_jsonl(faq_dir / "queries.jsonl", "test")]
+    real = make_embedder(backend)
+    seeds = real.embed([d.texts[0] for d in docs], kind="passage")
+    emb = _SyntheticPassages(real, seeds)
+    words = sorted({w for d in docs for w in d.texts[0].split()})
+    cjk = list("返品配送注文化粧水乳液敏感肌送料無料会員登録退货发货订单积分皮肤")
+    rng = random.Random(0)
+    policy = DecisionPolicy.from_defaults(backend)
+    out: dict = {"backend": backend, "rss_model_mb": _rss_mb()}
+    retriever = HybridRetriever(embedder=emb, fusion=Fusion.for_embedder(backend))
+    synthetic: list[Document] = list(docs)
+    for size in sizes:
+        while len(synthetic) < size:
+            n = len(synthetic)
+            text = " ".join(rng.choices(words, k=rng.randint(4, 12)))
+            if n % 3 == 0:
+                text += " " + "".join(rng.choices(cjk, k=rng.randint(4, 10)))
+            synthetic.append(Document(f"syn-{n}", (text,)))
+        t0 = time.perf_counter()
+        retriever.sync(synthetic[:size])
+        build = time.perf_counter() - t0
+        qs = [queries[i % len(queries)] + ("" if i < len(queries) else f" {i}")
+              for i in range(n_queries)]
+        for q in qs[:10]:  # warm-up
+            policy.decide(retriever.search(q, k=5))
+        times = []
+        for q in qs:
+            cache = getattr(real, "cache", None)
+            if cache is not None:
+                cache.clear()
+            t = time.perf_counter()
+            policy.decide(retriever.search(q, k=5))
+            times.append((time.perf_counter() - t) * 1000)
+        out[str(size)] = {
+            "p50": float(np.percentile(times, 50)),
+            "p95": float(np.percentile(times, 95)),
+            "build_s": build,
+            "rss_mb": _rss_mb(),
+        }
+    return out
+
+
+def run_latency(backend: str, data: Path, sizes: list[int], n_queries: int) -> dict:
+    cmd = [
+        sys.executable, "-m", "bench.kb_bench", "--latency-worker", backend,
+        "--data", str(data), "--sizes", ",".join(map(str, sizes)),
+        "--n-queries", str(n_queries),
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT.parent, env=env, check=False
+    )
+    if proc.returncode != 0:
+        log(proc.stderr[-2000:])
+        raise RuntimeError(f"latency worker for {backend} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------- report
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def render(rows: list[dict], sizes: list[int]) -> str:
+    head = [
+        "system",
+        "CLINC150 in / OOS rec",
+        "B77 acc",
+        "B77 10-shot",
+        "B77-OOS in / ID-OOS / OOD-OOS",
+        "StackFAQ P@1 / MRR / AoH",
+    ]
+    head += [f"ms p50/p95 @{s // 1000}k" for s in sizes]
+    head += ["RSS MB @" + ", ".join(f"{s // 1000}k" for s in sizes[-2:])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lat = r.get("latency", {})
+        cells = [
+            r["label"],
+            f"{_pct(r['clinc_in'])} / {_pct(r['clinc_oos'])}",
+            _pct(r["bank_acc"]),
+            _pct(r["bank_10shot"]),
+            f"{_pct(r['boos_in'])} / {_pct(r['boos_id'])} / {_pct(r['boos_ood'])}",
+            f"{r['faq_p1']:.3f} / {r['faq_mrr']:.3f} / {r['faq_aoh']:.3f}",
+        ]
+        for s in sizes:
+            v = lat.get(str(s))
+            cells.append(f"{v['p50']:.1f} / {v['p95']:.1f}" if v else "–")
+        rss = [f"{lat[str(s)]['rss_mb']:.0f}" for s in sizes[-2:] if str(s) in lat]
+        cells.append(" / ".join(rss) if rss else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_defaults(rows: list[dict]) -> None:
+    out = [
+        "# Default decision thresholds, confidence calibration and score fusion per embedder.",
+        "# Tuned on the StackFAQ *validation* split only (never test) by",
+        "#   .venv/bin/python -m bench.kb_bench --write-defaults",
+        "# A knowledge base in production should re-tune on its own validation questions",
+        "# (DecisionPolicy.tune); these are the starting values.",
+        "",
+    ]
+    fallback = next((r for r in rows if r["backend"] == AUTO_EMBEDDER), rows[0])
+    entries = [(r["backend"], r) for r in rows if r.get("policy") is not None]
+    entries.append(("_fallback", fallback))
+    for name, r in entries:
+        th = r["policy"].thresholds
+        cal = r["policy"].calibrator
+        key = f'"{name}"' if not name.replace("_", "").replace("-", "").isalnum() else name
+        out += [
+            f"[thresholds.{key}]",
+            f"answer = {th.answer:.4f}",
+            f"suggest = {th.suggest:.4f}",
+            f"min_margin = {th.min_margin:.4f}",
+            "",
+            f"[calibration.{key}]",
+            f"a_score = {cal.a_score:.4f}",
+            f"a_margin = {cal.a_margin:.4f}",
+            f"bias = {cal.bias:.4f}",
+            "",
+            f"[fusion.{key}]",
+            f"dense_weight = {1 - r['lexical_weight']:.2f}",
+            f"lexical_weight = {r['lexical_weight']:.2f}",
+            "",
+        ]
+    DEFAULTS_TOML.write_text("\n".join(out), encoding="utf-8")
+    log(f"wrote {DEFAULTS_TOML}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small subsets for a smoke run")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--write-defaults", action="store_true",
+                    help="write tuned thresholds/fusion to knowledge_base/defaults.toml")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--latency-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n-queries", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    data: Path = args.data
+    if not (data / "intent" / "clinc150.jsonl").exists():
+        print(f"benchmark data not found under {data} (use --data)", file=sys.stderr)
+        return 2
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([1000, 10000] if args.quick else [1000, 10000, 100000])
+    )
+    n_queries = args.n_queries or (100 if args.quick else 400)
+    if args.latency_worker:
+        print(json.dumps(latency_worker(args.latency_worker, data, sizes, n_queries)))
+        return 0
+
+    t_start = time.perf_counter()
+    backends = [b for b in args.backends.split(",") if b]
+    sets = load_intents(data, args.quick)
+    faq_dir = data / "faq" / "stackfaq"
+    faq_texts = [d.texts[0] for d in load_faq_jsonl(faq_dir / "faq.jsonl")]
+    faq_q = [q for s in ("val", "test") for q, _ in load_queries_jsonl(
+        faq_dir / "queries.jsonl", s)]
+    stores: dict[str, EmbeddingStore] = {}
+    emb_root = RESULTS / "emb"
+    for b in backends:
+        for part in PARTS.get(b, (b,)):
+            if part not in stores:
+                stores[part] = EmbeddingStore(part, emb_root)
+    texts = intent_texts(sets)
+    for store in stores.values():  # fill the caches up front (slow only the first time)
+        store.get(texts, "query")
+        store.get(faq_texts, "passage")
+        store.get(faq_q, "query")
+
+    seeds = 2 if args.quick else 5
+    rows: list[dict] = []
+    systems: list[tuple[str, str, ClfConfig, Sequence[float]]] = [
+        ("baseline: MiniLM + LR, dense q-Q", "minilm", BASELINE_CLF, (0.0,))
+    ]
+    for b in backends:
+        label = f"**{b} (default)**" if b == AUTO_EMBEDDER else b
+        systems.append((label, b, ClfConfig(), LEXICAL_WEIGHTS))
+    for label, backend, cfg, lws in systems:
+        if backend not in backends and backend != "minilm":
+            continue
+        if backend not in stores:
+            stores[backend] = EmbeddingStore(backend, emb_root)
+        log(f"== {label}")
+        emb = CachedEmbedder(backend, stores)
+        row: dict = {"label": label, "backend": backend}
+        row.update(intent_suite(cfg, emb, sets, seeds))
+        row.update(faq_suite(emb, data, lexical_weights=lws))
+        log(f"  stackfaq P@1 {row['faq_p1']:.3f} MRR {row['faq_mrr']:.3f} "
+            f"AoH {row['faq_aoh']:.3f} (lexical weight {row['lexical_weight']})")
+        if label.startswith("baseline"):
+            row["policy"] = None  # not a shipped configuration
+        rows.append(row)
+
+    if args.write_defaults:
+        write_defaults([r for r in rows if r.get("policy") is not None])
+
+    if not args.no_latency:
+        lat_cache: dict[str, dict] = {}
+        for row in rows:
+            b = row["backend"]
+            if b not in lat_cache:
+                log(f"latency {b} {sizes}")
+                lat_cache[b] = run_latency(b, data, sizes, n_queries)
+            row["latency"] = lat_cache[b]
+
+    table = render(rows, sizes if not args.no_latency else [])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ("kb_bench_quick.md" if args.quick else "kb_bench.md")).write_text(table + "\n")
+    serial = [{k: v for k, v in r.items() if k != "policy"} | (
+        {"thresholds": vars(r["policy"].thresholds)} if r.get("policy") else {}) for r in rows]
+    (RESULTS / ("kb_bench_quick.json" if args.quick else "kb_bench.json")).write_text(
+        json.dumps(serial, indent=1, default=str))
+    print(table)
+    print(f"\n(total {time.perf_counter() - t_start:.0f}s; "
+          f"{'quick subsets' if args.quick else 'full public test splits'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

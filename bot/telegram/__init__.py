@@ -1,0 +1,5 @@
+"""Telegram adapter on aiogram 3: the only package that imports aiogram."""
+
+from bot.telegram.platform import TelegramPlatform
+
+__all__ = ["TelegramPlatform"]

@@ -1,0 +1,117 @@
+"""Translate aiogram types into Kizuna's neutral types (and nothing else)."""
+
+from __future__ import annotations
+
+from aiogram.types import CallbackQuery, ChatMemberUpdated, Message, MessageEntity
+from aiogram.types import Chat as TgChat
+from aiogram.types import User as TgUser
+
+from bot.core.types import (
+    BotMembershipChanged,
+    Callback,
+    ChatKind,
+    ChatRef,
+    Image,
+    IncomingMessage,
+    MemberStatus,
+    UserRef,
+)
+
+PLATFORM = "telegram"
+
+
+def chat_ref(chat: TgChat) -> ChatRef:
+    kind = ChatKind.PRIVATE if chat.type == "private" else ChatKind.GROUP
+    title = chat.title or chat.full_name if kind is ChatKind.GROUP else None
+    return ChatRef(PLATFORM, kind, str(chat.id), title)
+
+
+def user_ref(user: TgUser) -> UserRef:
+    return UserRef(
+        PLATFORM,
+        str(user.id),
+        display_name=user.full_name or None,
+        username=user.username,
+        language_code=user.language_code,
+        is_bot=user.is_bot,
+    )
+
+
+def _entity_text(text: str, entity: MessageEntity) -> str:
+    # Entity offsets count UTF-16 code units.
+    raw = text.encode("utf-16-le")
+    return raw[entity.offset * 2 : (entity.offset + entity.length) * 2].decode(
+        "utf-16-le", errors="replace"
+    )
+
+
+def incoming_message(message: Message, *, bot_id: int, bot_username: str) -> IncomingMessage:
+    text = message.text if message.text is not None else (message.caption or "")
+    entities = message.entities if message.text is not None else message.caption_entities
+    command: str | None = None
+    command_args = ""
+    mentions_bot = False
+    me = bot_username.lower()
+    for entity in entities or ():
+        if entity.type == "bot_command" and entity.offset == 0:
+            token = _entity_text(text, entity)[1:]
+            name, _, target = token.partition("@")
+            if not target or target.lower() == me:
+                command = name.lower()
+                command_args = text[len(_entity_text(text, entity)) :].strip()
+        elif entity.type == "mention" and _entity_text(text, entity)[1:].lower() == me:
+            mentions_bot = True
+        elif entity.type == "text_mention" and entity.user and entity.user.id == bot_id:
+            mentions_bot = True
+    reply = message.reply_to_message
+    reply_to_bot = bool(reply and reply.from_user and reply.from_user.id == bot_id)
+    image = None
+    if message.photo:
+        image = Image(file_id=message.photo[-1].file_id)
+    sender = message.from_user
+    sender_ref = (
+        user_ref(sender)
+        if sender is not None
+        else UserRef(PLATFORM, str(message.chat.id), display_name=message.chat.title)
+    )
+    return IncomingMessage(
+        chat=chat_ref(message.chat),
+        sender=sender_ref,
+        text=text,
+        message_id=str(message.message_id),
+        date=message.date,
+        command=command,
+        command_args=command_args,
+        mentions_bot=mentions_bot,
+        reply_to_bot=reply_to_bot,
+        reply_to_message_id=str(reply.message_id) if reply else None,
+        image=image,
+    )
+
+
+def callback(query: CallbackQuery) -> Callback | None:
+    message = query.message
+    if message is None or query.data is None:
+        return None
+    return Callback(
+        chat=chat_ref(message.chat),
+        sender=user_ref(query.from_user),
+        data=query.data,
+        callback_id=query.id,
+        message_id=str(message.message_id),
+    )
+
+
+def membership(update: ChatMemberUpdated) -> BotMembershipChanged:
+    def status(value: str) -> MemberStatus:
+        try:
+            return MemberStatus(value)
+        except ValueError:
+            return MemberStatus.MEMBER if value == "creator" else MemberStatus.LEFT
+
+    return BotMembershipChanged(
+        chat=chat_ref(update.chat),
+        actor=user_ref(update.from_user) if update.from_user else None,
+        old_status=status(update.old_chat_member.status),
+        new_status=status(update.new_chat_member.status),
+    )

