@@ -121,7 +121,10 @@ class KizunaApp:
         from bot.core.answering import KnowledgeResponder
         from knowledge_base.service import KnowledgeService
 
-        self.knowledge = KnowledgeService(db=self.db, settings=self.settings.knowledge_base)
+        self.knowledge = KnowledgeService(
+            db=self.db, settings=self.settings.knowledge_base,
+            default_language=self.settings.bot.default_language,
+        )
         return KnowledgeResponder(
             knowledge=self.knowledge, translate=self.translate, clock=self.clock
         )

@@ -37,7 +37,11 @@ from knowledge_base.decision import (
 from knowledge_base.embedder import Embedder, make_embedder
 from knowledge_base.evaluation import load_queries_jsonl
 from knowledge_base.intents import IntentClassifier, IntentPrediction, load_rasa_nlu
-from knowledge_base.language import choose_reply_language, script_counts
+from knowledge_base.language import (
+    choose_reply_language,
+    normalise_language_code,
+    script_counts,
+)
 from knowledge_base.retrieval import Document, Hit, HybridRetriever, SyncStats
 from knowledge_base.store import KnowledgeStore
 from models.db import Database
@@ -450,6 +454,17 @@ class KnowledgeService:
     def entry(self, key: str) -> EntryData | None:
         """An active entry from the current snapshot."""
         return self._entries.get(key)
+
+    async def get_entry(self, key: str, *, language: str | None = None) -> AnswerEntry | None:
+        """An active entry shown in ``language`` (e.g. a suggestion the customer tapped);
+        ``None`` for an unknown or inactive key."""
+        lang = normalise_language_code(language) or self.default_language
+        entry = self._entries.get(key) if self._ready else None
+        if entry is None:
+            entry = await self.store.get(key)
+            if entry is None or not entry.active:
+                return None
+        return answer_entry(entry, lang)
 
     async def answer(self, question: str, *, language: str | None = None) -> Answer:
         """Answer a customer's question. ``language`` is the customer's platform language

@@ -84,7 +84,7 @@ class ContactRepository:
                     self.session.add(contact)
                     await self.session.flush()
                     identity = ContactIdentity(
-                        contact_id=contact.id,
+                        contact=contact,
                         platform=platform,
                         external_id=external_id,
                         username=username,

@@ -11,7 +11,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
@@ -41,7 +41,7 @@ from aiogram.types import (
     ReplyParameters,
     Update,
 )
-from aiohttp import ClientError, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from pydantic import ValidationError
 
 from bot.core.i18n import LANGUAGES, Translator
@@ -101,6 +101,7 @@ class TelegramPlatform:
         self.dispatcher.include_router(self._router())
         self._handler: EventHandler | None = None
         self._polling: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(max_concurrent_updates)
         self.bot_id = 0
@@ -134,20 +135,74 @@ class TelegramPlatform:
             log.info("telegram polling started", extra={"bot": self.username})
 
     async def _poll(self) -> None:
-        await self.dispatcher.start_polling(
-            self.bot,
-            polling_timeout=self.settings.polling_timeout,
-            handle_signals=False,
-            close_bot_session=False,
-            allowed_updates=ALLOWED_UPDATES,
-        )
+        """Long polling that validates each update on its own.
+
+        aiogram's built-in polling parses a whole batch at once, so one malformed update would
+        stall it forever; here a bad update is skipped and the offset moves on.
+        """
+        api = self.bot.session.api
+        url = api.api_url(self.bot.token, "getUpdates")
+        offset: int | None = None
+        backoff = 1.0
+        timeout = self.settings.polling_timeout
+        async with ClientSession() as http:
+            while not self._stopping.is_set():
+                params: dict[str, Any] = {"timeout": timeout,
+                                          "allowed_updates": json.dumps(ALLOWED_UPDATES)}
+                if offset is not None:
+                    params["offset"] = offset
+                try:
+                    async with http.post(url, data=params,
+                                         timeout=ClientTimeout(total=timeout + 15)) as resp:
+                        body = await resp.json(content_type=None)
+                except (ClientError, TimeoutError, ValueError) as exc:
+                    log.warning("getUpdates failed", extra={"error": repr(exc)[:200]})
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if not isinstance(body, dict) or not body.get("ok"):
+                    description = body.get("description") if isinstance(body, dict) else body
+                    log.warning("getUpdates refused", extra={"error": str(description)[:200]})
+                    if isinstance(body, dict) and body.get("error_code") == 401:
+                        log.error("telegram token refused; polling stopped")
+                        return
+                    retry = (body.get("parameters") or {}).get("retry_after") \
+                        if isinstance(body, dict) else None
+                    await self._pause(float(retry) if retry else backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 1.0
+                updates = body.get("result") or []
+                if not isinstance(updates, list):
+                    continue
+                ids = [u["update_id"] for u in updates
+                       if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
+                await self._process_batch(updates)
+                if ids:
+                    offset = max(ids) + 1
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _process_batch(self, updates: list[Any]) -> None:
+        """Updates of one chat in order; different chats concurrently."""
+        by_chat: dict[Any, list[Any]] = {}
+        for update in updates:
+            by_chat.setdefault(_chat_key(update), []).append(update)
+
+        async def run(chain: list[Any]) -> None:
+            for update in chain:
+                await self.feed_raw_update(update)
+
+        await asyncio.gather(*(run(chain) for chain in by_chat.values()))
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._polling is not None:
-            with contextlib.suppress(RuntimeError):
-                await self.dispatcher.stop_polling()
+            self._polling.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._polling, 10)
+                await self._polling
             self._polling = None
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -320,4 +375,16 @@ class TelegramPlatform:
             log.info("answerCallbackQuery failed", extra={"error": str(exc)[:200]})
 
 
-EventSink = Callable[[Any], Awaitable[None]]
+def _chat_key(update: Any) -> Any:
+    if not isinstance(update, dict):
+        return None
+    for kind in ("message", "edited_message", "my_chat_member", "chat_member",
+                 "chat_join_request"):
+        chat = (update.get(kind) or {}).get("chat") if isinstance(update.get(kind), dict) \
+            else None
+        if isinstance(chat, dict):
+            return chat.get("id")
+    query = update.get("callback_query")
+    if isinstance(query, dict) and isinstance(query.get("message"), dict):
+        return (query["message"].get("chat") or {}).get("id")
+    return update.get("update_id")

@@ -183,6 +183,17 @@ async def test_falls_back_when_the_entry_lacks_the_reply_language(
     assert answer_entry(entry, "zh").language == "en"
 
 
+async def test_get_entry_for_a_tapped_suggestion(service: KnowledgeService) -> None:
+    entry = await service.get_entry("shipping-fee", language="zh-hans")
+    assert entry is not None and (entry.language, entry.answer) == ("zh", "运费为550日元。")
+    entry = await service.get_entry("returns", language="ja")
+    assert entry is not None and entry.language == "en"  # no Japanese translation
+    assert await service.get_entry("nope") is None
+    await service.store.set_active("returns", False)
+    await service.reload()
+    assert await service.get_entry("returns") is None
+
+
 async def test_unknown_questions_are_handed_off(service: KnowledgeService) -> None:
     answer = await service.answer("Do you sell garden furniture and lawn mowers?", language="en")
     assert answer.kind != DecisionKind.ANSWER
