@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from config import ConfigError
 
-COMMAND_MODULES = ("bot.cli.core", "bot.cli.kb")
+COMMAND_MODULES = ("bot.cli.core", "bot.cli.kb", "bot.cli.community", "bot.cli.crm", "bot.cli.advisors")
 
 
 def build_parser() -> argparse.ArgumentParser:
