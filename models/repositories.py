@@ -194,10 +194,15 @@ class ConversationRepository:
 
     async def current(self, chat: Chat, contact_id: int | None) -> Conversation:
         """The chat's open conversation, or a new one (a resolved one is not reopened)."""
+        return await self.current_for(chat.id, chat.kind is ChatKind.PRIVATE, contact_id)
+
+    async def current_for(
+        self, chat_id: int, private: bool, contact_id: int | None
+    ) -> Conversation:
         stmt = (
             select(Conversation)
             .where(
-                Conversation.chat_id == chat.id,
+                Conversation.chat_id == chat_id,
                 Conversation.status != ConversationStatus.RESOLVED,
             )
             .order_by(Conversation.id.desc())
@@ -206,8 +211,8 @@ class ConversationRepository:
         conv = (await self.session.execute(stmt)).scalar_one_or_none()
         if conv is None:
             conv = Conversation(
-                chat_id=chat.id,
-                contact_id=contact_id if chat.kind is ChatKind.PRIVATE else None,
+                chat_id=chat_id,
+                contact_id=contact_id if private else None,
                 status=ConversationStatus.BOT,
             )
             self.session.add(conv)
@@ -266,7 +271,8 @@ class MessageRepository:
     async def add_incoming(
         self,
         *,
-        chat: Chat,
+        chat: Chat | None = None,
+        chat_id: int | None = None,
         conversation_id: int | None,
         contact_id: int | None,
         text: str | None,
@@ -276,8 +282,11 @@ class MessageRepository:
         platform_date: datetime | None = None,
         payload: dict[str, Any] | None = None,
     ) -> Message:
+        if chat_id is None:
+            assert chat is not None, "chat or chat_id is required"
+            chat_id = chat.id
         msg = Message(
-            chat_id=chat.id,
+            chat_id=chat_id,
             conversation_id=conversation_id,
             contact_id=contact_id,
             direction=MessageDirection.IN,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot.core.directory import Directory
 from bot.core.i18n import LANGUAGES, Translator, normalise_language
 from bot.core.metrics import Metrics
 from bot.core.outbound import Outbound
@@ -92,6 +93,7 @@ class ConversationService:
     responder: Responder | None = None
     callback_handlers: dict[str, CallbackHandler] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    directory: Directory = field(default_factory=Directory)
 
     def __post_init__(self) -> None:
         if self.responder is None:
@@ -118,28 +120,22 @@ class ConversationService:
     # ----------------------------------------------------------------- messages
     async def _on_message(self, msg: IncomingMessage) -> None:
         self.metrics.messages_in.labels(msg.chat.platform, msg.chat.kind.value).inc()
+        directory = self.directory
         async with self.db.session() as session:
-            contacts = ContactRepository(session)
-            identity, created = await contacts.identify(
-                msg.sender.platform,
-                msg.sender.id,
-                display_name=msg.sender.display_name,
-                username=msg.sender.username,
-                language_code=msg.sender.language_code,
-            )
-            chat = await ChatRepository(session).upsert(
-                msg.chat.platform, msg.chat.id, ModelChatKind(msg.chat.kind.value), msg.chat.title
-            )
+            identity, created = await directory.identity(session, msg.sender)
+            chat = await directory.chat(session, msg.chat)
             if msg.chat.kind is ChatKind.PRIVATE and not identity.reachable:
                 # They wrote to us, so they unblocked the bot.
-                await contacts.mark_reachable(identity.platform, identity.external_id)
-            conversation = await ConversationRepository(session).current(
-                chat, identity.contact_id
+                await ContactRepository(session).mark_reachable(msg.sender.platform,
+                                                                msg.sender.id)
+                directory.forget_identity(msg.sender.platform, msg.sender.id)
+            conversation_id, status = await directory.conversation(
+                session, msg.chat, chat, identity.contact_id, need_status=msg.addressed_to_bot
             )
             kind = "command" if msg.command else ("photo" if msg.image else "text")
             await MessageRepository(session).add_incoming(
-                chat=chat,
-                conversation_id=conversation.id,
+                chat_id=chat.chat_id,
+                conversation_id=conversation_id,
                 contact_id=identity.contact_id,
                 text=msg.text,
                 kind=kind,
@@ -151,23 +147,26 @@ class ConversationService:
                 else None,
             )
             if msg.command == "start" and msg.command_args:
-                await contacts.record_start(identity, msg.command_args.strip())
-            language = (
-                identity.contact.language
-                or normalise_language(msg.sender.language_code)
-                or self.settings.default_language
-            )
-            ctx = TurnContext(
-                message=msg,
-                language=language,
-                contact_id=identity.contact_id,
-                conversation_id=conversation.id,
-                conversation_status=conversation.status,
-                chat_id=chat.id,
-                first_contact=created,
-            )
+                contacts = ContactRepository(session)
+                row = await contacts.get_identity(msg.sender.platform, msg.sender.id)
+                if row is not None:
+                    await contacts.record_start(row, msg.command_args.strip())
         if not msg.addressed_to_bot:
             return
+        language = (
+            identity.language
+            or normalise_language(msg.sender.language_code)
+            or self.settings.default_language
+        )
+        ctx = TurnContext(
+            message=msg,
+            language=language,
+            contact_id=identity.contact_id,
+            conversation_id=conversation_id,
+            conversation_status=status or ConversationStatus.BOT,
+            chat_id=chat.chat_id,
+            first_contact=created,
+        )
         replies = await self._replies(ctx)
         for reply in replies:
             if msg.chat.kind is ChatKind.GROUP and reply.reply_to is None:
@@ -244,6 +243,7 @@ class ConversationService:
             return []
         async with self.db.session() as session:
             await ContactRepository(session).set_language(ctx.contact_id, choice)
+        self.directory.forget_identity(ctx.callback.sender.platform, ctx.callback.sender.id)
         return [OutgoingMessage(text=self.translate("language_set", choice))]
 
     # ----------------------------------------------------------------- membership
@@ -259,6 +259,7 @@ class ConversationService:
                     "chat": ev.chat.id, "status": ev.new_status.value})
             else:
                 contacts = ContactRepository(session)
+                self.directory.forget_identity(ev.chat.platform, ev.chat.id)
                 if ev.new_status is MemberStatus.KICKED:
                     await contacts.identify(ev.chat.platform, ev.chat.id)
                     await contacts.mark_unreachable(

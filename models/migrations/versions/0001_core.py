@@ -1,13 +1,13 @@
 """core tables
 
 Revision ID: 0001_core
-Revises: 
+Revises: (none)
 Create Date: 2026-11-28 05:07:48.427955
 """
-from alembic import op
 import sqlalchemy as sa
-import models.base
+from alembic import op
 
+import models.base
 
 revision = '0001_core'
 down_revision = None
