@@ -47,6 +47,10 @@ async def main() -> None:
                 for u in users:
                     await api.user_sends(u, "/start")
             print("ok", flush=True)
+        elif cmd == "stats":
+            st = api.stats
+            print(f"stats deliveries={st.webhook_deliveries} failures={st.webhook_failures} "
+                  f"dropped={st.webhook_dropped} errors={len(api.internal_errors)}", flush=True)
         elif cmd == "send":
             n, rate = int(args[0]), float(args[1])
             t0 = time.perf_counter()

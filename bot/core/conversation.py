@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot.core.batch_writer import BatchWriter
 from bot.core.directory import Directory
 from bot.core.i18n import LANGUAGES, Translator, normalise_language
 from bot.core.metrics import Metrics
@@ -30,8 +31,9 @@ from bot.core.types import (
 )
 from config.settings import BotSettings
 from models import Database
+from models.base import utcnow
 from models.chat import ChatKind as ModelChatKind
-from models.conversation import ConversationStatus
+from models.conversation import ConversationStatus, MessageDirection, MessageStatus
 from models.repositories import (
     ChatRepository,
     ContactRepository,
@@ -94,8 +96,10 @@ class ConversationService:
     callback_handlers: dict[str, CallbackHandler] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     directory: Directory = field(default_factory=Directory)
+    writer: BatchWriter = field(init=False)
 
     def __post_init__(self) -> None:
+        self.writer = BatchWriter(self.db)
         if self.responder is None:
             self.responder = FallbackResponder(self.translate)
         self.callback_handlers.setdefault("lang", self._on_language_callback)
@@ -121,36 +125,46 @@ class ConversationService:
     async def _on_message(self, msg: IncomingMessage) -> None:
         self.metrics.messages_in.labels(msg.chat.platform, msg.chat.kind.value).inc()
         directory = self.directory
-        async with self.db.session() as session:
-            identity, created = await directory.identity(session, msg.sender)
-            chat = await directory.chat(session, msg.chat)
-            if msg.chat.kind is ChatKind.PRIVATE and not identity.reachable:
-                # They wrote to us, so they unblocked the bot.
-                await ContactRepository(session).mark_reachable(msg.sender.platform,
-                                                                msg.sender.id)
-                directory.forget_identity(msg.sender.platform, msg.sender.id)
-            conversation_id, status = await directory.conversation(
-                session, msg.chat, chat, identity.contact_id, need_status=msg.addressed_to_bot
-            )
-            kind = "command" if msg.command else ("photo" if msg.image else "text")
-            await MessageRepository(session).add_incoming(
-                chat_id=chat.chat_id,
-                conversation_id=conversation_id,
-                contact_id=identity.contact_id,
-                text=msg.text,
-                kind=kind,
-                platform_message_id=msg.message_id,
-                reply_to_platform_id=msg.reply_to_message_id,
-                platform_date=msg.date,
-                payload={"command": msg.command, "args": msg.command_args}
-                if msg.command
-                else None,
-            )
-            if msg.command == "start" and msg.command_args:
-                contacts = ContactRepository(session)
-                row = await contacts.get_identity(msg.sender.platform, msg.sender.id)
-                if row is not None:
-                    await contacts.record_start(row, msg.command_args.strip())
+        cached = directory.cached(msg)
+        if cached is not None and msg.command != "start" and not msg.addressed_to_bot:
+            identity, chat, conversation_id = cached  # hot path: no lookups at all
+            created, status = False, None
+        else:
+            async with self.db.session() as session:
+                identity, created = await directory.identity(session, msg.sender)
+                chat = await directory.chat(session, msg.chat)
+                if msg.chat.kind is ChatKind.PRIVATE and not identity.reachable:
+                    # They wrote to us, so they unblocked the bot.
+                    await ContactRepository(session).mark_reachable(msg.sender.platform,
+                                                                    msg.sender.id)
+                    directory.forget_identity(msg.sender.platform, msg.sender.id)
+                conversation_id, status = await directory.conversation(
+                    session, msg.chat, chat, identity.contact_id,
+                    need_status=msg.addressed_to_bot,
+                )
+                if msg.command == "start" and msg.command_args:
+                    contacts = ContactRepository(session)
+                    row = await contacts.get_identity(msg.sender.platform, msg.sender.id)
+                    if row is not None:
+                        await contacts.record_start(row, msg.command_args.strip())
+        kind = "command" if msg.command else ("photo" if msg.image else "text")
+        await self.writer.add({
+            "chat_id": chat.chat_id,
+            "conversation_id": conversation_id,
+            "contact_id": identity.contact_id,
+            "direction": MessageDirection.IN,
+            "status": MessageStatus.RECEIVED,
+            "kind": kind,
+            "text": msg.text,
+            "platform_message_id": msg.message_id,
+            "reply_to_platform_id": msg.reply_to_message_id,
+            "platform_date": msg.date,
+            "payload": {"command": msg.command, "args": msg.command_args}
+            if msg.command else None,
+            "sender": "contact",
+            "attempts": 0,
+            "created_at": utcnow(),
+        })
         if not msg.addressed_to_bot:
             return
         language = (

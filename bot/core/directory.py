@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.core.types import ChatKind, ChatRef, UserRef
+from bot.core.types import ChatKind, ChatRef, IncomingMessage, UserRef
 from models.chat import ChatKind as ModelChatKind
 from models.conversation import ConversationStatus
 from models.repositories import ChatRepository, ContactRepository, ConversationRepository
@@ -95,6 +95,25 @@ class Directory:
         )
         self.identities.put(key, known)
         return known, created
+
+    def cached(self, msg: IncomingMessage) -> tuple[KnownIdentity, KnownChat, int] | None:
+        """Identity, chat and group conversation from the cache alone, when all are there
+        and nothing about them changed; else None."""
+        if msg.chat.kind is not ChatKind.GROUP:
+            return None
+        user = msg.sender
+        known = self.identities.get((user.platform, user.id))
+        chat = self.chats.get((msg.chat.platform, msg.chat.id))
+        if known is None or chat is None:
+            return None
+        if (user.username and user.username != known.username) or (
+            user.display_name and user.display_name != known.display_name
+        ) or (msg.chat.title and msg.chat.title != chat.title):
+            return None
+        conversation = self.group_conversations.get(chat.chat_id)
+        if conversation is None:
+            return None
+        return known, chat, conversation
 
     def forget_identity(self, platform: str, external_id: str) -> None:
         self.identities.pop((platform, external_id))
