@@ -249,3 +249,43 @@ async def test_health_and_metrics_endpoints(harness: Harness):
     assert 'kizuna_messages_in_total{chat_kind="private",platform="telegram"} 1.0' in body
     assert 'kizuna_messages_out_total{platform="telegram"} 1.0' in body
     assert "TEST-TOKEN" not in body
+
+
+async def test_invalid_markup_is_sent_as_plain_text(harness: Harness):
+    from bot.core.types import ChatKind, ChatRef, OutgoingMessage
+
+    h = harness
+    user = h.api.add_user("Emi", language_code="en")
+    await h.api.user_sends(user, "/help")
+    await h.api.wait_for_sent(1, chat_id=user.id)
+    result = await h.app.outbound.send(
+        ChatRef("telegram", ChatKind.PRIVATE, str(user.id)),
+        OutgoingMessage("<b>Spring sale <i>starts</b> today &amp; tomorrow", format="html"),
+    )
+    assert result.ok
+    assert h.api.sent_messages(user.id)[-1]["text"] == "Spring sale starts today & tomorrow"
+
+
+async def test_burst_of_updates_is_all_stored(tmp_path):
+    h, stop = await start_harness(tmp_path, mode="webhook", limits=FloodLimits.off())
+    try:
+        owner = h.api.add_user("Owner")
+        members = [h.api.add_user(f"M{i}") for i in range(50)]
+        group = h.api.create_group("Big community", [owner, *members])
+        h.api.add_bot_to_group(h.bot, group, by=owner, admin=True)
+        for i in range(1000):
+            await h.api.user_sends(members[i % 50], f"burst {i} 🌸", chat=group)
+        await wait_stored(h, 1000, timeout=60)
+
+        async def all_stored() -> list[int]:
+            while True:
+                rows = await stored_messages(h)
+                got = sorted(int(r.text.split()[1]) for r in rows
+                             if r.text and r.text.startswith("burst "))
+                if len(got) >= 1000:
+                    return got
+                await asyncio.sleep(0.05)
+
+        assert await asyncio.wait_for(all_stored(), 60) == list(range(1000))
+    finally:
+        await stop()
