@@ -79,6 +79,7 @@ class KizunaApp:
     conversations: ConversationService = field(init=False)
     web: web.Application = field(init=False)
     knowledge: Any = field(init=False, default=None)
+    community: Any = field(init=False, default=None)
     scheduler: Any = field(init=False, default=None)
     _runner: web.AppRunner | None = field(init=False, default=None)
     bound_port: int | None = field(init=False, default=None)
@@ -114,6 +115,9 @@ class KizunaApp:
             register_callbacks(self.conversations, self.knowledge, self.translate)
         self.web = build_web_app(metrics=self.metrics, health=self.health)
         self._add_platforms()
+        from community.wiring import install
+
+        install(self)
 
     def _build_responder(self) -> Responder | None:
         if not self.with_knowledge_base:
@@ -222,6 +226,8 @@ class KizunaApp:
         return f"http://{shown}:{self.bound_port}"
 
     async def stop(self) -> None:
+        if self.community is not None:
+            await self.community.stop()
         for platform in self.platforms.values():
             try:
                 await platform.stop()

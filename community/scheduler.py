@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,23 @@ class Scheduler:
         self._scheduler.add_job(func, "cron", id=job_id, replace_existing=True,
                                 timezone=timezone, kwargs=kwargs or {}, **cron)
 
+    def add_crontab(self, func: Callable[..., Any] | str, *, job_id: str, crontab: str,
+                    timezone: str, kwargs: dict[str, Any] | None = None,
+                    misfire_grace_time: int | None = None) -> None:
+        """A job on a 5-field crontab in ``timezone``. ``misfire_grace_time=None`` runs a
+        late job however late it is (the job itself decides what is too late)."""
+        self._scheduler.add_job(func, cron_trigger(crontab, timezone), id=job_id,
+                                replace_existing=True, kwargs=kwargs or {},
+                                misfire_grace_time=misfire_grace_time)
+
     def add_once(self, func: Callable[..., Any] | str, *, job_id: str, run_at: datetime,
-                 kwargs: dict[str, Any] | None = None) -> None:
+                 kwargs: dict[str, Any] | None = None,
+                 misfire_grace_time: int | None | str = "default") -> None:
+        extra: dict[str, Any] = {}
+        if misfire_grace_time != "default":
+            extra["misfire_grace_time"] = misfire_grace_time
         self._scheduler.add_job(func, "date", id=job_id, replace_existing=True,
-                                run_date=run_at, kwargs=kwargs or {})
+                                run_date=run_at, kwargs=kwargs or {}, **extra)
 
     def add_interval(self, func: Callable[..., Any] | str, *, job_id: str, seconds: float,
                      kwargs: dict[str, Any] | None = None) -> None:
@@ -85,3 +100,64 @@ class Scheduler:
 
     def remove(self, job_id: str) -> None:
         self._scheduler.remove_job(job_id)
+
+    def discard(self, job_id: str) -> bool:
+        """Remove a job if it exists; True when one was removed."""
+        if self._scheduler.get_job(job_id) is None:
+            return False
+        self._scheduler.remove_job(job_id)
+        return True
+
+    def next_run(self, job_id: str) -> datetime | None:
+        job = self._scheduler.get_job(job_id)
+        return job.next_run_time if job is not None else None
+
+    def pause(self) -> None:
+        """Stop running jobs in this process (another process leads); jobs stay stored."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
+    def resume(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.resume()
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    """The zone, or ValueError naming it ("Asia/Tokyo", "Asia/Shanghai", "UTC"...)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'Asia/Tokyo')") \
+            from None
+
+
+def cron_trigger(crontab: str, timezone: str) -> CronTrigger:
+    """A trigger from a 5-field crontab ("0 9 * * mon"); ValueError with the reason if bad."""
+    zone = check_timezone(timezone)
+    if len(crontab.split()) != 5:
+        raise ValueError(f"bad cron expression {crontab!r}: need 5 fields "
+                         "(minute hour day month weekday), e.g. '0 9 * * mon'")
+    try:
+        return CronTrigger.from_crontab(crontab, timezone=zone)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"bad cron expression {crontab!r}: {exc}") from None
+
+
+def cron_fire_times(crontab: str, timezone: str, *, after: datetime, until: datetime,
+                    limit: int = 1000) -> list[datetime]:
+    """Fire times ``after < t <= until`` (oldest first, at most ``limit``, the newest kept)."""
+    trigger = cron_trigger(crontab, timezone)
+    out: list[datetime] = []
+    prev: datetime | None = None
+    t = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    while t is not None and t <= until:
+        out.append(t)
+        if len(out) > limit:
+            out.pop(0)
+        prev = t
+        t = trigger.get_next_fire_time(prev, prev + timedelta(microseconds=1))
+    return out
+
+
+def next_cron_time(crontab: str, timezone: str, after: datetime) -> datetime | None:
+    return cron_trigger(crontab, timezone).get_next_fire_time(None, after)

@@ -164,6 +164,49 @@ class SchedulerSettings(_Section):
     timezone: str = "Asia/Tokyo"
 
 
+class CommunitySettings(_Section):
+    """Group communities, drops and coupons (``[community]``)."""
+
+    default_pool: str = Field(default="default", description="Pool for newly adopted groups.")
+    default_capacity: int = Field(default=500, ge=1, le=200_000)
+    alert_threshold: int = Field(
+        default=50, ge=0, description="Alert managers when a pool has fewer free seats."
+    )
+    alert_cooldown_minutes: int = Field(default=360, ge=0)
+    managers_chat: str | None = Field(
+        default=None, description="'telegram:-100123' - where pool and drop alerts are posted."
+    )
+    bot_username: str | None = Field(
+        default=None, description="For entry links outside the bot process (CLI, QR codes)."
+    )
+    welcome_coupon: str | None = Field(
+        default=None, description="Coupon campaign sent privately on a member's first join."
+    )
+    welcome_batch_seconds: float = Field(default=5.0, ge=0)
+    welcome_max_names: int = Field(default=20, ge=1)
+    invite_link_ttl_hours: float = Field(default=24.0, gt=0)
+    reservation_minutes: float = Field(
+        default=30.0, ge=0, description="A routed visitor holds a seat this long."
+    )
+    max_pushes_per_week: int | None = Field(
+        default=4, ge=1, description="Per-member frequency cap across groups and private "
+        "messages (rolling 7 days); unset = no cap."
+    )
+    delivery_workers: int = Field(default=24, ge=1, le=1000)
+    claim_batch: int = Field(default=200, ge=1, le=5000)
+    commit_linger_ms: float = Field(
+        default=0.0, ge=0, le=1000,
+        description="How long outbox writes wait for others to share their transaction.")
+    in_doubt: Literal["resend", "skip"] = Field(
+        default="resend",
+        description="After a crash, a send whose outcome is unknown is resent (at-least-once) "
+        "or skipped (at-most-once). See community/delivery.py.",
+    )
+    grace_seconds: int = Field(default=3600, ge=0, description="Default lateness a drop "
+                               "missed during downtime is still delivered within.")
+    job_sync_seconds: float = Field(default=30.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KIZUNA_",
@@ -182,6 +225,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = RateLimitSettings()
     knowledge_base: KnowledgeBaseSettings = KnowledgeBaseSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    community: CommunitySettings = CommunitySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,5 +1,7 @@
 """Kizuna's data model: SQLAlchemy 2 models and repositories. Imports only ``config``."""
 
+from models import community as _community  # noqa: F401
+from models import crm as _crm  # noqa: F401
 from models import knowledge as _knowledge  # noqa: F401
 from models.base import Base
 from models.chat import Chat, ChatKind

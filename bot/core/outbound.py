@@ -152,7 +152,7 @@ class Outbound:
                 await MessageRepository(session).mark_failed(stored.id, reason, 0)
         if blocked:
             return DeliveryResult(False, stored.id, error=reason, unreachable=True)
-        result = await self._deliver(platform, chat, message)
+        result = await self.deliver(platform, chat, message)
         result.message_id = stored.id
         async with self.db.session() as session:
             messages = MessageRepository(session)
@@ -175,9 +175,11 @@ class Outbound:
             if row is not None:
                 await chats.set_bot_status(row, "left")
 
-    async def _deliver(
+    async def deliver(
         self, platform: ChatPlatform, chat: ChatRef, message: OutgoingMessage
     ) -> DeliveryResult:
+        """Send without storing a ``messages`` row (callers keep their own record, e.g. the
+        drop outbox): split, rate-limit, retry, map errors."""
         caps = platform.capabilities
         limit = caps.max_text_length
         parts = split_text(message.text, limit) if message.text else [""]

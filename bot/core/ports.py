@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from bot.core.types import (
@@ -47,3 +48,40 @@ class ChatPlatform(Protocol):
 
 
 __all__ = ["ChatPlatform", "Event", "EventHandler", "Image"]
+
+
+# --------------------------------------------------------------------------- community
+
+from bot.core.types import InviteLink, JoinRequest, MemberChanged  # noqa: E402
+
+CommunityEvent = MemberChanged | JoinRequest
+"""Events a platform with groups emits besides :data:`Event` (through the same handler)."""
+
+
+@runtime_checkable
+class GroupAdmin(Protocol):
+    """Group administration a platform offers to the community features (Telegram today)."""
+
+    name: str
+
+    async def create_invite_link(
+        self,
+        chat: ChatRef,
+        *,
+        name: str | None = None,
+        member_limit: int | None = None,
+        expires_at: datetime | None = None,
+        creates_join_request: bool = False,
+    ) -> InviteLink: ...
+
+    async def revoke_invite_link(self, chat: ChatRef, url: str) -> None: ...
+
+    async def approve_join_request(self, chat: ChatRef, user_id: str) -> None: ...
+
+    async def decline_join_request(self, chat: ChatRef, user_id: str) -> None: ...
+
+    async def member_count(self, chat: ChatRef) -> int: ...
+
+    def start_link(self, payload: str) -> str | None:
+        """The deep link that opens a private chat with the bot and sends ``/start payload``."""
+        ...

@@ -164,3 +164,48 @@ class PermanentSendError(SendError):
 
 class MarkupError(PermanentSendError):
     """The platform rejected the message's markup or entities; plain text may still go."""
+
+
+# --------------------------------------------------------------------------- community events
+
+
+@dataclass(slots=True)
+class MemberChanged:
+    """Someone else's membership in a group changed (joined, left, was removed)."""
+
+    chat: ChatRef
+    user: UserRef
+    actor: UserRef | None
+    old_status: MemberStatus
+    new_status: MemberStatus
+    invite_link: str | None = None
+    via_join_request: bool = False
+
+    @property
+    def joined(self) -> bool:
+        active = (MemberStatus.MEMBER, MemberStatus.ADMINISTRATOR, MemberStatus.RESTRICTED)
+        return self.new_status in active and self.old_status not in active
+
+    @property
+    def left(self) -> bool:
+        active = (MemberStatus.MEMBER, MemberStatus.ADMINISTRATOR, MemberStatus.RESTRICTED)
+        return self.old_status in active and self.new_status not in active
+
+
+@dataclass(slots=True)
+class JoinRequest:
+    """A user asked to join a group through a link that needs approval. The bot may message
+    them privately for a few minutes (Telegram: 5) even if they never started it."""
+
+    chat: ChatRef
+    user: UserRef
+    invite_link: str | None = None
+    date: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InviteLink:
+    url: str
+    member_limit: int | None = None
+    expires_at: datetime | None = None
+    creates_join_request: bool = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram.types import CallbackQuery, ChatMemberUpdated, Message, MessageEntity
+from aiogram.types import CallbackQuery, ChatJoinRequest, ChatMemberUpdated, Message, MessageEntity
 from aiogram.types import Chat as TgChat
 from aiogram.types import User as TgUser
 
@@ -13,6 +13,9 @@ from bot.core.types import (
     ChatRef,
     Image,
     IncomingMessage,
+    InviteLink,
+    JoinRequest,
+    MemberChanged,
     MemberStatus,
     UserRef,
 )
@@ -102,16 +105,51 @@ def callback(query: CallbackQuery) -> Callback | None:
     )
 
 
+def _status(value: str) -> MemberStatus:
+    try:
+        return MemberStatus(value)
+    except ValueError:
+        return MemberStatus.MEMBER if value == "creator" else MemberStatus.LEFT
+
+
 def membership(update: ChatMemberUpdated) -> BotMembershipChanged:
-    def status(value: str) -> MemberStatus:
-        try:
-            return MemberStatus(value)
-        except ValueError:
-            return MemberStatus.MEMBER if value == "creator" else MemberStatus.LEFT
+    status = _status
 
     return BotMembershipChanged(
         chat=chat_ref(update.chat),
         actor=user_ref(update.from_user) if update.from_user else None,
         old_status=status(update.old_chat_member.status),
         new_status=status(update.new_chat_member.status),
+    )
+
+
+def member_changed(update: ChatMemberUpdated) -> MemberChanged:
+    """A ``chat_member`` update (someone else's membership) as a neutral event."""
+    link = update.invite_link.invite_link if update.invite_link is not None else None
+    return MemberChanged(
+        chat=chat_ref(update.chat),
+        user=user_ref(update.new_chat_member.user),
+        actor=user_ref(update.from_user) if update.from_user else None,
+        old_status=_status(update.old_chat_member.status),
+        new_status=_status(update.new_chat_member.status),
+        invite_link=link,
+        via_join_request=bool(update.via_join_request),
+    )
+
+
+def join_request(request: ChatJoinRequest) -> JoinRequest:
+    link = request.invite_link.invite_link if request.invite_link is not None else None
+    return JoinRequest(
+        chat=chat_ref(request.chat), user=user_ref(request.from_user), invite_link=link,
+        date=request.date,
+    )
+
+
+def invite_link(data: object) -> InviteLink:
+    from aiogram.types import ChatInviteLink
+
+    assert isinstance(data, ChatInviteLink)
+    return InviteLink(
+        url=data.invite_link, member_limit=data.member_limit, expires_at=data.expire_date,
+        creates_join_request=bool(data.creates_join_request),
     )

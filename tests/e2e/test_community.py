@@ -264,6 +264,11 @@ async def test_drop_to_groups_and_private_with_429_waited_out(world: World):
     for u in fans:
         await w.api.user_sends(u, "hello")
     await eventually(lambda: _count_private_chats(w, 6))
+
+    async def greeted() -> bool:  # the bot's replies to "hello" are out before the drop
+        return all(w.api.sent_messages(u.id) for u in fans)
+
+    await eventually(greeted)
     w.api.inject_error("sendMessage", status=429, description="Too Many Requests: retry after 4",
                        retry_after=4)
     drop = await w.community.drops.create(
