@@ -80,6 +80,7 @@ class KizunaApp:
     web: web.Application = field(init=False)
     knowledge: Any = field(init=False, default=None)
     community: Any = field(init=False, default=None)
+    crm: Any = field(init=False, default=None)
     scheduler: Any = field(init=False, default=None)
     _runner: web.AppRunner | None = field(init=False, default=None)
     bound_port: int | None = field(init=False, default=None)
@@ -115,9 +116,11 @@ class KizunaApp:
             register_callbacks(self.conversations, self.knowledge, self.translate)
         self.web = build_web_app(metrics=self.metrics, health=self.health)
         self._add_platforms()
+        from bot import crm_wiring
         from community.wiring import install
 
         install(self)
+        crm_wiring.install(self)
 
     def _build_responder(self) -> Responder | None:
         if not self.with_knowledge_base:
@@ -209,6 +212,9 @@ class KizunaApp:
                 timezone=self.settings.scheduler.timezone,
             )
             self.scheduler.start()
+            from bot import crm_wiring
+
+            crm_wiring.schedule(self)
         self._runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
