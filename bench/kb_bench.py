@@ -44,7 +44,10 @@ DEFAULTS_TOML = ROOT.parent / "knowledge_base" / "defaults.toml"
 #: Backends compared; composite names are built from the cached parts.
 BACKENDS = ("use+e5", "use-multilingual", "e5-small-4bit", "minilm")
 PARTS = {"use+e5": ("use-multilingual", "e5-small-4bit")}
-LEXICAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4)
+LEXICAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
+ANSWER_WEIGHTS = (0.0, 0.8)
+#: Second CLINC150 operating point: best in-scope accuracy with val OOS recall >= this.
+CLINC_MIN_OOS_RECALL = 0.8
 
 
 def log(msg: str) -> None:
@@ -208,19 +211,51 @@ def intent_texts(sets: dict[str, IntentData]) -> list[str]:
 # ---------------------------------------------------------------------- intent suite
 @dataclass(frozen=True)
 class ClfConfig:
-    """Classifier settings benchmarked for a backend."""
+    """Classifier settings benchmarked for a backend (``baseline`` = plain sklearn
+    logistic regression on the raw embeddings, OOS by maximum probability)."""
 
     tfidf: bool = True
-    knn_weight: float = 0.3
-    C: float = 10.0
+    tfidf_weight: float = 10.0
+    knn_weight: float = 0.0
+    C: float = 0.1
+    oos_score: str = "hybrid"
+    baseline: bool = False
 
     def make(self, embedder) -> IntentClassifier:
+        if self.baseline:
+            return _BaselineLR(embedder)
         return IntentClassifier(
-            embedder=embedder, tfidf=self.tfidf, knn_weight=self.knn_weight, C=self.C
+            embedder=embedder,
+            tfidf=self.tfidf,
+            tfidf_weight=self.tfidf_weight,
+            knn_weight=self.knn_weight,
+            C=self.C,
+            oos_score=self.oos_score,  # type: ignore[arg-type]
         )
 
 
-BASELINE_CLF = ClfConfig(tfidf=False, knn_weight=0.0, C=1.0)
+class _BaselineLR(IntentClassifier):
+    """The reference baseline: sklearn LogisticRegression with default settings on the
+    raw embeddings; OOS when the top probability is below the tuned threshold."""
+
+    def __init__(self, embedder) -> None:
+        super().__init__(embedder=embedder, tfidf=False, knn_weight=0.0, oos_score="prob")
+
+    def fit(self, examples, *, vectors=None):
+        from sklearn.linear_model import LogisticRegression
+
+        labels = [lab for lab, exs in examples.items() for _ in exs]
+        self.classes_ = sorted(set(labels))
+        y = np.array([self.classes_.index(lab) for lab in labels])
+        lr = LogisticRegression(max_iter=1000).fit(vectors, y)
+        self._W = np.asarray(lr.coef_, dtype=np.float32)
+        self._b = np.asarray(lr.intercept_, dtype=np.float32)
+        self._train_vecs = np.asarray(vectors, dtype=np.float32)
+        self._train_labels = y.astype(np.int32)
+        return self
+
+
+BASELINE_CLF = ClfConfig(baseline=True)
 
 
 def _group(rows: list[tuple[str, str | None]]) -> dict[str, list[str]]:
@@ -246,13 +281,18 @@ def intent_suite(cfg: ClfConfig, emb, sets: dict[str, IntentData], seeds: int) -
     res: dict[str, float] = {}
     d = sets["clinc150"]
     clf = _fit(cfg, emb, d.train)
-    clf.tune_threshold(d.val, vectors=emb.embed([t for t, _ in d.val]))
-    m = evaluate_intent_predictions(_predict(clf, emb, d.test), [g for _, g in d.test])
-    res.update(
-        clinc_in=m["in_scope_accuracy"], clinc_oos=m["oos_recall"], clinc_oos_f1=m["oos_f1"],
-        clinc_thr=clf.oos_threshold or 0.0,
+    val_vecs = emb.embed([t for t, _ in d.val])
+    for suffix, min_rec in (("", None), ("_r80", CLINC_MIN_OOS_RECALL)):
+        clf.tune_threshold(d.val, vectors=val_vecs, min_oos_recall=min_rec)
+        m = evaluate_intent_predictions(_predict(clf, emb, d.test), [g for _, g in d.test])
+        res[f"clinc_in{suffix}"] = m["in_scope_accuracy"]
+        res[f"clinc_oos{suffix}"] = m["oos_recall"]
+        res[f"clinc_oos_f1{suffix}"] = m["oos_f1"]
+        res[f"clinc_thr{suffix}"] = clf.oos_threshold or 0.0
+    log(
+        f"  clinc150 {res['clinc_in']:.4f} / {res['clinc_oos']:.4f}; "
+        f"{res['clinc_in_r80']:.4f} / {res['clinc_oos_r80']:.4f}"
     )
-    log(f"  clinc150 {res['clinc_in']:.4f} / {res['clinc_oos']:.4f}")
 
     d = sets["banking77"]
     clf = _fit(cfg, emb, d.train)
@@ -284,23 +324,26 @@ def intent_suite(cfg: ClfConfig, emb, sets: dict[str, IntentData], seeds: int) -
 
 
 # ---------------------------------------------------------------------- FAQ suite
-def faq_suite(emb, data: Path, *, lexical_weights: Sequence[float]) -> dict:
+def faq_suite(
+    emb, data: Path, *, lexical_weights: Sequence[float], answer_weights: Sequence[float]
+) -> dict:
     faq_dir = data / "faq" / "stackfaq"
-    docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=False)
+    docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=True)
     val = load_queries_jsonl(faq_dir / "queries.jsonl", "val")
     test = load_queries_jsonl(faq_dir / "queries.jsonl", "test")
     best = None
-    for lw in lexical_weights:  # choose the fusion weight on val (MRR, then hand-off acc)
-        fusion = Fusion(dense_weight=1.0 - lw, lexical_weight=lw)
-        r = HybridRetriever(embedder=emb, fusion=fusion)
-        r.sync(docs)
-        policy = DecisionPolicy.tune(r, val)
-        mv = evaluate_faq(r, policy, val)
-        key = (round(mv["mrr"], 4), mv["answer_or_handoff_accuracy"])
-        if best is None or key > best[0]:
-            best = (key, lw, r, policy)
+    for aw in answer_weights:  # fusion chosen on val: MRR, then hand-off accuracy
+        for lw in lexical_weights:
+            fusion = Fusion(lexical_weight=lw, answer_weight=aw)
+            r = HybridRetriever(embedder=emb, fusion=fusion)
+            r.sync(docs)
+            policy = DecisionPolicy.tune(r, val)
+            mv = evaluate_faq(r, policy, val)
+            key = (round(mv["mrr"], 3), mv["answer_or_handoff_accuracy"])
+            if best is None or key > best[0]:
+                best = (key, fusion, r, policy)
     assert best is not None
-    _, lw, r, policy = best
+    _, fusion, r, policy = best
     m = evaluate_faq(r, policy, test)
     return {
         "faq_p1": m["p_at_1"],
@@ -308,9 +351,71 @@ def faq_suite(emb, data: Path, *, lexical_weights: Sequence[float]) -> dict:
         "faq_r5": m["recall_at_5"],
         "faq_aoh": m["answer_or_handoff_accuracy"],
         "faq_oos": m["oos_recall"],
-        "lexical_weight": lw,
+        "fusion": fusion,
         "policy": policy,
     }
+
+
+#: A tiny hand-written ja/zh/en cosmetics KB (the unit-test KB) and paraphrase queries,
+#: including cross-lingual ones (ja/zh query -> English-only entry). Not tuned on.
+MINI_KB = [
+    ("returns", ("How do I return a product?", "返品の方法を教えてください", "怎么退货？")),
+    (
+        "shipping_time",
+        (
+            "How long does delivery take?",
+            "注文してから届くまで何日かかりますか",
+            "下单后多久能收到货？",
+        ),
+    ),
+    (
+        "alcohol_free",
+        (
+            "Does the toner contain alcohol?",
+            "化粧水にアルコールは入っていますか",
+            "化妆水含有酒精吗？",
+        ),
+    ),
+    (
+        "points",
+        ("How do I use my reward points?", "ポイントはどうやって使えますか", "积分怎么使用？"),
+    ),
+    (
+        "sensitive_skin",
+        ("Is this cream suitable for sensitive skin?", "敏感肌でも使えますか", "敏感肌可以用吗？"),
+    ),
+    ("store_hours", ("What are your store opening hours?",)),
+    ("gift_wrap", ("Can you gift wrap my order?",)),
+]
+MINI_QUERIES = [
+    ("i want to send back an item i bought", "returns"),
+    ("商品を返品したいのですが", "returns"),
+    ("我想退货", "returns"),
+    ("退款要几天", "returns"),
+    ("when will my parcel arrive?", "shipping_time"),
+    ("配送には何日くらいかかりますか？", "shipping_time"),
+    ("多久可以到货", "shipping_time"),
+    ("荷物が届かない", "shipping_time"),
+    ("is the lotion alcohol free", "alcohol_free"),
+    ("アルコールフリーですか", "alcohol_free"),
+    ("この化粧水はエタノール入り？", "alcohol_free"),
+    ("肌が弱いのですが使っても大丈夫ですか", "sensitive_skin"),
+    ("乾燥肌でも使える？", "sensitive_skin"),
+    ("怎么用积分", "points"),
+    ("ポイントの有効期限は？", "points"),
+    ("お店の営業時間は何時から何時までですか", "store_hours"),
+    ("商店几点开门？", "store_hours"),
+    ("what time does the shop open", "store_hours"),
+    ("ギフト包装はできますか", "gift_wrap"),
+    ("能不能包装成礼物", "gift_wrap"),
+]
+
+
+def mini_suite(backend: str, fusion: Fusion) -> float:
+    """Top-1 accuracy on the mini multilingual KB (live embedder, ~60 texts)."""
+    r = HybridRetriever(embedder=make_embedder(backend), fusion=fusion)
+    r.sync([Document(k, t) for k, t in MINI_KB])
+    return float(np.mean([(h := r.search(q, 1)) and h[0].key == k for q, k in MINI_QUERIES]))
 
 
 # ---------------------------------------------------------------------- latency worker
@@ -341,9 +446,11 @@ class _SyntheticPassages:
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def latency_worker(backend: str, data: Path, sizes: list[int], n_queries: int) -> dict:
+def latency_worker(
+    backend: str, data: Path, sizes: list[int], n_queries: int, fusion: Fusion
+) -> dict:
     faq_dir = data / "faq" / "stackfaq"
-    docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=False)
+    docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=True)
     queries = [q for q, _ in load_queries_jsonl(faq_dir / "queries.jsonl", "test")]
     real = make_embedder(backend)
     seeds = real.embed([d.texts[0] for d in docs], kind="passage")
@@ -353,7 +460,7 @@ def latency_worker(backend: str, data: Path, sizes: list[int], n_queries: int) -
     rng = random.Random(0)
     policy = DecisionPolicy.from_defaults(backend)
     out: dict = {"backend": backend, "rss_model_mb": _rss_mb()}
-    retriever = HybridRetriever(embedder=emb, fusion=Fusion.for_embedder(backend))
+    retriever = HybridRetriever(embedder=emb, fusion=fusion)
     synthetic: list[Document] = list(docs)
     for size in sizes:
         while len(synthetic) < size:
@@ -361,12 +468,15 @@ def latency_worker(backend: str, data: Path, sizes: list[int], n_queries: int) -
             text = " ".join(rng.choices(words, k=rng.randint(4, 12)))
             if n % 3 == 0:
                 text += " " + "".join(rng.choices(cjk, k=rng.randint(4, 10)))
-            synthetic.append(Document(f"syn-{n}", (text,)))
+            answer = " ".join(rng.choices(words, k=20)) if fusion.answer_weight > 0 else None
+            synthetic.append(Document(f"syn-{n}", (text,), answer=answer))
         t0 = time.perf_counter()
         retriever.sync(synthetic[:size])
         build = time.perf_counter() - t0
-        qs = [queries[i % len(queries)] + ("" if i < len(queries) else f" {i}")
-              for i in range(n_queries)]
+        qs = [
+            queries[i % len(queries)] + ("" if i < len(queries) else f" {i}")
+            for i in range(n_queries)
+        ]
         for q in qs[:10]:  # warm-up
             policy.decide(retriever.search(q, k=5))
         times = []
@@ -386,11 +496,23 @@ def latency_worker(backend: str, data: Path, sizes: list[int], n_queries: int) -
     return out
 
 
-def run_latency(backend: str, data: Path, sizes: list[int], n_queries: int) -> dict:
+def run_latency(
+    backend: str, data: Path, sizes: list[int], n_queries: int, fusion: Fusion
+) -> dict:
     cmd = [
-        sys.executable, "-m", "bench.kb_bench", "--latency-worker", backend,
-        "--data", str(data), "--sizes", ",".join(map(str, sizes)),
-        "--n-queries", str(n_queries),
+        sys.executable,
+        "-m",
+        "bench.kb_bench",
+        "--latency-worker",
+        backend,
+        "--data",
+        str(data),
+        "--sizes",
+        ",".join(map(str, sizes)),
+        "--n-queries",
+        str(n_queries),
+        "--fusion",
+        f"{fusion.lexical_weight},{fusion.answer_weight}",
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(
@@ -410,30 +532,36 @@ def _pct(x: float) -> str:
 def render(rows: list[dict], sizes: list[int]) -> str:
     head = [
         "system",
-        "CLINC150 in / OOS rec",
+        "CLINC150 in / OOS (balanced)",
+        f"CLINC150 in / OOS (val OOS rec≥{CLINC_MIN_OOS_RECALL})",
         "B77 acc",
         "B77 10-shot",
         "B77-OOS in / ID-OOS / OOD-OOS",
         "StackFAQ P@1 / MRR / AoH",
+        "ja/zh/en mini top-1",
     ]
     head += [f"ms p50/p95 @{s // 1000}k" for s in sizes]
-    head += ["RSS MB @" + ", ".join(f"{s // 1000}k" for s in sizes[-2:])]
+    if sizes:
+        head += ["RSS MB @" + " / ".join(f"{s // 1000}k" for s in sizes[-2:])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lat = r.get("latency", {})
         cells = [
             r["label"],
             f"{_pct(r['clinc_in'])} / {_pct(r['clinc_oos'])}",
+            f"{_pct(r['clinc_in_r80'])} / {_pct(r['clinc_oos_r80'])}",
             _pct(r["bank_acc"]),
             _pct(r["bank_10shot"]),
             f"{_pct(r['boos_in'])} / {_pct(r['boos_id'])} / {_pct(r['boos_ood'])}",
             f"{r['faq_p1']:.3f} / {r['faq_mrr']:.3f} / {r['faq_aoh']:.3f}",
+            f"{round(r['mini'] * len(MINI_QUERIES))}/{len(MINI_QUERIES)}",
         ]
         for s in sizes:
             v = lat.get(str(s))
             cells.append(f"{v['p50']:.1f} / {v['p95']:.1f}" if v else "–")
-        rss = [f"{lat[str(s)]['rss_mb']:.0f}" for s in sizes[-2:] if str(s) in lat]
-        cells.append(" / ".join(rss) if rss else "–")
+        if sizes:
+            rss = [f"{lat[str(s)]['rss_mb']:.0f}" for s in sizes[-2:] if str(s) in lat]
+            cells.append(" / ".join(rss) if rss else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -466,8 +594,9 @@ def write_defaults(rows: list[dict]) -> None:
             f"bias = {cal.bias:.4f}",
             "",
             f"[fusion.{key}]",
-            f"dense_weight = {1 - r['lexical_weight']:.2f}",
-            f"lexical_weight = {r['lexical_weight']:.2f}",
+            f'mode = "{r["fusion"].mode}"',
+            f"lexical_weight = {r['fusion'].lexical_weight:.2f}",
+            f"answer_weight = {r['fusion'].answer_weight:.2f}",
             "",
         ]
     DEFAULTS_TOML.write_text("\n".join(out), encoding="utf-8")
@@ -479,12 +608,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small subsets for a smoke run")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--backends", default=",".join(BACKENDS))
-    ap.add_argument("--write-defaults", action="store_true",
-                    help="write tuned thresholds/fusion to knowledge_base/defaults.toml")
+    ap.add_argument(
+        "--write-defaults",
+        action="store_true",
+        help="write tuned thresholds/fusion to knowledge_base/defaults.toml",
+    )
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--latency-worker", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n-queries", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--fusion", default="0.2,0.0", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data: Path = args.data
@@ -498,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     n_queries = args.n_queries or (100 if args.quick else 400)
     if args.latency_worker:
-        print(json.dumps(latency_worker(args.latency_worker, data, sizes, n_queries)))
+        lw, aw = (float(x) for x in args.fusion.split(","))
+        fusion = Fusion(lexical_weight=lw, answer_weight=aw)
+        print(json.dumps(latency_worker(args.latency_worker, data, sizes, n_queries, fusion)))
         return 0
 
     t_start = time.perf_counter()
@@ -506,8 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     sets = load_intents(data, args.quick)
     faq_dir = data / "faq" / "stackfaq"
     faq_texts = [d.texts[0] for d in load_faq_jsonl(faq_dir / "faq.jsonl")]
-    faq_q = [q for s in ("val", "test") for q, _ in load_queries_jsonl(
-        faq_dir / "queries.jsonl", s)]
+    faq_q = [
+        q for s in ("val", "test") for q, _ in load_queries_jsonl(faq_dir / "queries.jsonl", s)
+    ]
     stores: dict[str, EmbeddingStore] = {}
     emb_root = RESULTS / "emb"
     for b in backends:
@@ -522,50 +658,56 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = 2 if args.quick else 5
     rows: list[dict] = []
-    systems: list[tuple[str, str, ClfConfig, Sequence[float]]] = [
-        ("baseline: MiniLM + LR, dense q-Q", "minilm", BASELINE_CLF, (0.0,))
+    systems: list[tuple[str, str, ClfConfig, Sequence[float], Sequence[float]]] = [
+        ("baseline: MiniLM + LR, dense q-Q", "minilm", BASELINE_CLF, (0.0,), (0.0,))
     ]
     for b in backends:
         label = f"**{b} (default)**" if b == AUTO_EMBEDDER else b
-        systems.append((label, b, ClfConfig(), LEXICAL_WEIGHTS))
-    for label, backend, cfg, lws in systems:
-        if backend not in backends and backend != "minilm":
-            continue
+        systems.append((label, b, ClfConfig(), LEXICAL_WEIGHTS, ANSWER_WEIGHTS))
+    for label, backend, cfg, lws, aws in systems:
         if backend not in stores:
             stores[backend] = EmbeddingStore(backend, emb_root)
         log(f"== {label}")
         emb = CachedEmbedder(backend, stores)
-        row: dict = {"label": label, "backend": backend}
+        row: dict = {"label": label, "backend": backend, "baseline": cfg.baseline}
         row.update(intent_suite(cfg, emb, sets, seeds))
-        row.update(faq_suite(emb, data, lexical_weights=lws))
-        log(f"  stackfaq P@1 {row['faq_p1']:.3f} MRR {row['faq_mrr']:.3f} "
-            f"AoH {row['faq_aoh']:.3f} (lexical weight {row['lexical_weight']})")
-        if label.startswith("baseline"):
-            row["policy"] = None  # not a shipped configuration
+        row.update(faq_suite(emb, data, lexical_weights=lws, answer_weights=aws))
+        row["mini"] = mini_suite(backend, row["fusion"])
+        log(
+            f"  stackfaq P@1 {row['faq_p1']:.3f} MRR {row['faq_mrr']:.3f} "
+            f"AoH {row['faq_aoh']:.3f} ({row['fusion']}); mini {row['mini']:.2f}"
+        )
         rows.append(row)
 
     if args.write_defaults:
-        write_defaults([r for r in rows if r.get("policy") is not None])
+        write_defaults([r for r in rows if not r["baseline"]])
 
     if not args.no_latency:
         lat_cache: dict[str, dict] = {}
         for row in rows:
-            b = row["backend"]
-            if b not in lat_cache:
-                log(f"latency {b} {sizes}")
-                lat_cache[b] = run_latency(b, data, sizes, n_queries)
-            row["latency"] = lat_cache[b]
+            b, fu = row["backend"], row["fusion"]
+            key = f"{b}|{fu.lexical_weight}|{fu.answer_weight}"
+            if key not in lat_cache:
+                log(f"latency {b} {sizes} ({fu})")
+                lat_cache[key] = run_latency(b, data, sizes, n_queries, fu)
+            row["latency"] = lat_cache[key]
 
     table = render(rows, sizes if not args.no_latency else [])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / ("kb_bench_quick.md" if args.quick else "kb_bench.md")).write_text(table + "\n")
-    serial = [{k: v for k, v in r.items() if k != "policy"} | (
-        {"thresholds": vars(r["policy"].thresholds)} if r.get("policy") else {}) for r in rows]
+    serial = [
+        {k: v for k, v in r.items() if k not in ("policy", "fusion")}
+        | {"thresholds": vars(r["policy"].thresholds), "fusion": vars(r["fusion"])}
+        for r in rows
+    ]
     (RESULTS / ("kb_bench_quick.json" if args.quick else "kb_bench.json")).write_text(
-        json.dumps(serial, indent=1, default=str))
+        json.dumps(serial, indent=1, default=str)
+    )
     print(table)
-    print(f"\n(total {time.perf_counter() - t_start:.0f}s; "
-          f"{'quick subsets' if args.quick else 'full public test splits'})")
+    print(
+        f"\n(total {time.perf_counter() - t_start:.0f}s; "
+        f"{'quick subsets' if args.quick else 'full public test splits'})"
+    )
     return 0
 
 

@@ -238,7 +238,7 @@ class DecisionPolicy:
         labels: Sequence[str | None],
         *,
         margins: Sequence[float] = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05),
-        oos_suggest_cost: float = 0.5,
+        oos_suggest_cost: float = 1.0,
         wrong_suggest_cost: float = 0.25,
     ) -> DecisionPolicy:
         """Tune from precomputed hit lists.

@@ -1,8 +1,8 @@
 """Intent classification with out-of-scope detection, and Rasa 3.x NLU YAML I/O.
 
 The classifier combines a linear model over sentence embeddings (plus optional
-character n-gram TF-IDF features) with a nearest-neighbour vote; a query whose best
-combined probability is below ``oos_threshold`` is out of scope (``intent=None``).
+character n-gram TF-IDF features) with a nearest-neighbour vote; a query whose
+in-scope score is below ``oos_threshold`` is out of scope (``intent=None``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
 
 from .embedder import Embedder
-from .textnorm import clean_text, normalize
+from .textnorm import clean_text, has_content, normalize
 
 __all__ = [
     "IntentClassifier",
@@ -215,13 +216,22 @@ class _CharTfidf:
         return l2norm(x)
 
 
+OosScore = Literal["prob", "energy", "hybrid"]
+
+
 class IntentClassifier:
     """Embedding-based intent classifier with out-of-scope rejection.
 
-    Scores are a mix of a multinomial logistic regression over the features and a
-    nearest-neighbour vote (``knn_weight``); examples filed under ``oos_label`` in
-    :meth:`fit` train an explicit out-of-scope class. ``intent`` is ``None`` when the
-    best in-scope score is below ``oos_threshold`` or the out-of-scope class wins.
+    Intent probabilities mix a multinomial logistic regression over the features
+    (sentence embedding, plus character n-gram TF-IDF when ``tfidf``) with a
+    nearest-neighbour vote (``knn_weight``). A query is out of scope (``intent=None``)
+    when its in-scope score is below ``oos_threshold`` or an explicit out-of-scope
+    class (examples filed under ``oos_label`` in :meth:`fit`) wins. The in-scope score
+    is ``oos_score``: ``"prob"`` the best probability; ``"energy"`` the standardised
+    log-sum-exp of the linear model's logits; ``"hybrid"`` the mean of that and the
+    standardised similarity to the 5 nearest training examples; these two are mapped
+    to 0..1 so that 0.5 accepts about 95% of the training examples. Tune the threshold
+    on validation data with :meth:`tune_threshold` where possible.
     """
 
     def __init__(
@@ -229,30 +239,38 @@ class IntentClassifier:
         *,
         embedder: Embedder,
         oos_threshold: float | None = None,
+        oos_score: OosScore = "hybrid",
         tfidf: bool = True,
-        tfidf_weight: float = 1.0,
-        knn_weight: float = 0.3,
+        tfidf_weight: float = 10.0,
+        knn_weight: float = 0.0,
         knn_temperature: float = 0.05,
-        C: float = 10.0,
+        C: float = 0.1,
+        dense_scale: float = 1.0,
         oos_label: str | None = "oos",
         max_iter: int = 300,
     ) -> None:
+        if oos_score not in ("prob", "energy", "hybrid"):
+            raise ValueError(f"unknown oos_score {oos_score!r}")
         self.embedder = embedder
         self.oos_threshold = oos_threshold
+        self.oos_score = oos_score
         self.tfidf = tfidf
         self.tfidf_weight = tfidf_weight
         self.knn_weight = knn_weight
         self.knn_temperature = knn_temperature
         self.C = C
+        self.dense_scale = dense_scale
         self.oos_label = oos_label
         self.max_iter = max_iter
         self.classes_: list[str] = []
-        self._W: np.ndarray | None = None  # (n_classes, n_features) dense part
+        self._W: np.ndarray | None = None  # (n_classes, embedding dim)
         self._Ws: np.ndarray | None = None  # TF-IDF feature weights (n_classes, n_ngrams)
         self._b: np.ndarray | None = None
         self._tfidf: _CharTfidf | None = None
         self._train_vecs: np.ndarray | None = None
         self._train_labels: np.ndarray | None = None
+        # energy mean/std, knn mean/std, centre/scale of the 0..1 mapping
+        self._stats = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
 
     # ------------------------------------------------------------------ features
     def _features(self, texts: Sequence[str], vecs: np.ndarray | None = None):
@@ -285,78 +303,161 @@ class IntentClassifier:
         if not texts:
             raise ValueError("no training examples")
         classes = sorted(set(labels))
-        if len([c for c in classes if c != self.oos_label]) < 1:
+        if not [c for c in classes if c != self.oos_label]:
             raise ValueError("need at least one in-scope intent")
         self.classes_ = classes
         y = np.array([classes.index(lab) for lab in labels])
         self._tfidf = _CharTfidf().fit(texts) if self.tfidf else None
         vecs, sparse = self._features(texts, vectors)
-        x = sp.hstack([sp.csr_matrix(vecs), sparse]).tocsr() if sparse is not None else vecs
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        # standardise the embedding features (sentence embeddings are anisotropic: without
+        # centring, the gradients start tiny and the solver stops early); the scaling is
+        # folded back into the weights below, so inference uses the raw vectors
+        mu = vecs.mean(axis=0)
+        sd = np.maximum(vecs.std(axis=0), 1e-6)
+        z = (vecs - mu) / sd * self.dense_scale
+        x = sp.hstack([sp.csr_matrix(z), sparse]).tocsr() if sparse is not None else z
+        d = vecs.shape[1]
         if len(classes) == 1:
-            self._W = np.zeros((1, vecs.shape[1]), dtype=np.float32)
+            self._W = np.zeros((1, d), dtype=np.float32)
             self._b = np.zeros(1, dtype=np.float32)
             self._Ws = None
         else:
-            lr = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-3)
+            lr = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-4)
             lr.fit(x, y)
-            coef = np.asarray(lr.coef_, dtype=np.float32)
-            b = np.asarray(lr.intercept_, dtype=np.float32)
+            coef = np.asarray(lr.coef_, dtype=np.float64)
+            b = np.asarray(lr.intercept_, dtype=np.float64)
             if coef.shape[0] == 1:  # binary: expand to two softmax rows
                 coef = np.vstack([-coef / 2, coef / 2])
-                b = np.array([-b[0] / 2, b[0] / 2], dtype=np.float32)
-            d = vecs.shape[1]
-            self._W = np.ascontiguousarray(coef[:, :d])
+                b = np.array([-b[0] / 2, b[0] / 2])
+            wd = coef[:, :d] * (self.dense_scale / sd)
+            b = (b - wd @ mu).astype(np.float32)
+            coef = coef.astype(np.float32)
+            self._W = np.ascontiguousarray(wd, dtype=np.float32)
             self._Ws = np.ascontiguousarray(coef[:, d:]) if sparse is not None else None
             self._b = b
-        self._train_vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        self._train_vecs = vecs
         self._train_labels = y.astype(np.int32)
+        # standardisation of the raw OOS scores, from the in-scope training examples
+        logits = self._logits(vecs, sparse)
+        energy = self._energy(logits)
+        knn = self._knn(vecs, exclude_self=True)
+        inscope = np.array([lab != self.oos_label for lab in labels])
+        e, k = energy[inscope], knn[inscope]
+        self._stats = np.array(
+            [e.mean(), max(e.std(), 1e-6), k.mean(), max(k.std(), 1e-6), 0.0, 1.0],
+            dtype=np.float64,
+        )
+        # map the raw score to 0..1 so that 0.5 accepts ~95% of (training) in-scope text
+        raw = self._raw_score(energy[inscope], knn[inscope])
+        self._stats[4] = np.percentile(raw, 5)
+        self._stats[5] = max(raw.std() / 2, 1e-6)
         return self
 
+    def _raw_score(self, energy: np.ndarray, knn: np.ndarray) -> np.ndarray:
+        e_mu, e_sd, k_mu, k_sd = self._stats[:4]
+        score = (energy - e_mu) / e_sd
+        if self.oos_score == "hybrid":
+            score = (score + (knn - k_mu) / k_sd) / 2
+        return score
+
     # ------------------------------------------------------------------ scoring
+    def _logits(self, vecs: np.ndarray, sparse) -> np.ndarray:
+        assert self._W is not None and self._b is not None
+        logits = vecs @ self._W.T + self._b
+        if sparse is not None and self._Ws is not None:
+            logits = logits + np.asarray(sparse @ self._Ws.T)
+        return logits.astype(np.float64)
+
+    def _inscope_cols(self) -> np.ndarray:
+        return np.array([c != self.oos_label for c in self.classes_])
+
+    def _energy(self, logits: np.ndarray) -> np.ndarray:
+        z = logits[:, self._inscope_cols()]
+        m = z.max(axis=1, keepdims=True)
+        return (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+
+    def _knn(self, vecs: np.ndarray, *, exclude_self: bool = False, k: int = 5) -> np.ndarray:
+        if self._train_vecs is None or self._train_labels is None:
+            return np.zeros(len(vecs))
+        inscope = self._inscope_cols()[self._train_labels]
+        ref = self._train_vecs[inscope]
+        if len(ref) == 0:
+            return np.zeros(len(vecs))
+        out = np.empty(len(vecs))
+        for start in range(0, len(vecs), 1024):
+            sims = vecs[start : start + 1024] @ ref.T
+            if exclude_self:
+                sims[sims > 0.9999] = -1.0
+            kk = min(k, sims.shape[1])
+            top = np.partition(sims, sims.shape[1] - kk, axis=1)[:, -kk:]
+            out[start : start + 1024] = top.mean(axis=1)
+        return out
+
+    def _class_knn(self, vecs: np.ndarray) -> np.ndarray:
+        assert self._train_vecs is not None and self._train_labels is not None
+        n_cls = len(self.classes_)
+        best = np.full((len(vecs), n_cls), -1.0)
+        for start in range(0, len(vecs), 1024):
+            sims = vecs[start : start + 1024] @ self._train_vecs.T
+            for c in range(n_cls):
+                mask = self._train_labels == c
+                if mask.any():
+                    best[start : start + 1024, c] = sims[:, mask].max(axis=1)
+        return best
+
+    def _forward(
+        self, texts: Sequence[str], vectors: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, in-scope score) per text."""
+        if self._W is None or self._b is None:
+            raise RuntimeError("IntentClassifier is not fitted")
+        vecs, sparse = self._features(texts, vectors)
+        logits = self._logits(vecs, sparse)
+        p = _softmax(logits)
+        if self.knn_weight > 0 and self._train_vecs is not None:
+            pk = _softmax(self._class_knn(vecs) / self.knn_temperature)
+            p = (1.0 - self.knn_weight) * p + self.knn_weight * pk
+        if self.oos_score == "prob":
+            score = self._best_inscope(p)[1]
+        else:
+            knn = self._knn(vecs) if self.oos_score == "hybrid" else np.zeros(len(vecs))
+            raw = self._raw_score(self._energy(logits), knn)
+            center, scale = self._stats[4], self._stats[5]
+            score = 1.0 / (1.0 + np.exp(-np.clip((raw - center) / scale, -50, 50)))
+        return p.astype(np.float32), score
+
     def predict_proba(
         self, texts: Sequence[str], *, vectors: np.ndarray | None = None
     ) -> np.ndarray:
         """Class probabilities (n_texts, n_classes) in the order of ``classes_``."""
-        if self._W is None or self._b is None:
-            raise RuntimeError("IntentClassifier is not fitted")
         texts = [clean_text(t) or " " for t in texts]
         if not texts:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        vecs, sparse = self._features(texts, vectors)
-        logits = vecs @ self._W.T + self._b
-        if sparse is not None and self._Ws is not None:
-            logits = logits + np.asarray(sparse @ self._Ws.T)
-        p = _softmax(logits.astype(np.float64))
-        if self.knn_weight > 0 and self._train_vecs is not None:
-            sims = vecs @ self._train_vecs.T
-            n_cls = len(self.classes_)
-            best = np.full((len(texts), n_cls), -1.0)
-            for c in range(n_cls):
-                mask = self._train_labels == c
-                if mask.any():
-                    best[:, c] = sims[:, mask].max(axis=1)
-            pk = _softmax(best / self.knn_temperature)
-            p = (1.0 - self.knn_weight) * p + self.knn_weight * pk
-        return p.astype(np.float32)
+        return self._forward(texts, vectors)[0]
 
-    def _scores(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _best_inscope(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(best in-scope class index, its probability) per row."""
-        masked = proba.copy()
-        if self.oos_label in self.classes_:
-            masked[:, self.classes_.index(self.oos_label)] = -1.0
+        masked = np.where(self._inscope_cols()[None, :], proba, -1.0)
         idx = masked.argmax(axis=1)
         return idx, masked[np.arange(len(idx)), idx]
 
-    def _decide(self, proba: np.ndarray, threshold: float | None) -> list[IntentPrediction]:
-        idx, conf = self._scores(proba)
-        oos_col = self.classes_.index(self.oos_label) if self.oos_label in self.classes_ else -1
+    def _oos_win(self, proba: np.ndarray) -> np.ndarray:
+        _, conf = self._best_inscope(proba)
+        if self.oos_label in self.classes_:
+            return proba[:, self.classes_.index(self.oos_label)] > conf
+        return np.zeros(len(proba), dtype=bool)
+
+    def _decide(
+        self, proba: np.ndarray, score: np.ndarray, threshold: float | None
+    ) -> list[IntentPrediction]:
+        idx, conf = self._best_inscope(proba)
+        oos_win = self._oos_win(proba)
         out = []
         for row, (i, c) in enumerate(zip(idx, conf, strict=True)):
             order = np.argsort(-proba[row])[:5]
             ranking = [(self.classes_[j], float(proba[row, j])) for j in order]
-            is_oos = (threshold is not None and c < threshold) or (
-                oos_col >= 0 and proba[row, oos_col] > c
-            )
+            is_oos = bool(oos_win[row]) or (threshold is not None and score[row] < threshold)
             out.append(IntentPrediction(None if is_oos else self.classes_[i], float(c), ranking))
         return out
 
@@ -364,11 +465,15 @@ class IntentClassifier:
         self, texts: Sequence[str], *, vectors: np.ndarray | None = None
     ) -> list[IntentPrediction]:
         """Predictions for many texts."""
-        return self._decide(self.predict_proba(texts, vectors=vectors), self.oos_threshold)
+        texts = [clean_text(t) or " " for t in texts]
+        if not texts:
+            return []
+        proba, score = self._forward(texts, vectors)
+        return self._decide(proba, score, self.oos_threshold)
 
     def predict(self, text: str) -> IntentPrediction:
         """Prediction for one text (empty or symbol-only text is out of scope)."""
-        if not isinstance(text, str) or not normalize(text):
+        if not isinstance(text, str) or not has_content(normalize(text)):
             return IntentPrediction(None, 0.0, [])
         return self.predict_batch([text])[0]
 
@@ -377,38 +482,53 @@ class IntentClassifier:
         val: list[tuple[str, str | None]],
         *,
         vectors: np.ndarray | None = None,
+        min_oos_recall: float | None = None,
     ) -> float:
-        """Set ``oos_threshold`` to maximise in-scope accuracy + OOS recall on validation
-        pairs (label ``None`` or ``oos_label`` = out of scope). Returns the threshold."""
+        """Set ``oos_threshold`` from validation pairs (label ``None`` or ``oos_label`` =
+        out of scope) and return it. By default it maximises in-scope accuracy + OOS
+        recall; with ``min_oos_recall`` it maximises in-scope accuracy among thresholds
+        whose OOS recall reaches that value."""
         if not val:
             raise ValueError("no validation examples")
-        proba = self.predict_proba([t for t, _ in val], vectors=vectors)
-        self.oos_threshold = self._best_threshold(proba, [lab for _, lab in val])
+        texts = [clean_text(t) or " " for t, _ in val]
+        proba, score = self._forward(texts, vectors)
+        labels = [None if lab == self.oos_label else lab for _, lab in val]
+        self.oos_threshold = self._best_threshold(proba, score, labels, min_oos_recall)
         return self.oos_threshold
 
-    def _best_threshold(self, proba: np.ndarray, labels: Sequence[str | None]) -> float:
-        idx, conf = self._scores(proba)
-        oos_col = self.classes_.index(self.oos_label) if self.oos_label in self.classes_ else -1
-        oos_win = proba[:, oos_col] > conf if oos_col >= 0 else np.zeros(len(conf), bool)
-        is_oos = np.array([lab is None or lab == self.oos_label for lab in labels])
+    def _best_threshold(
+        self,
+        proba: np.ndarray,
+        score: np.ndarray,
+        labels: Sequence[str | None],
+        min_oos_recall: float | None,
+    ) -> float:
+        idx, _ = self._best_inscope(proba)
+        oos_win = self._oos_win(proba)
+        is_oos = np.array([lab is None for lab in labels])
         pred = np.array([self.classes_[i] for i in idx])
         right = np.array([p == lab for p, lab in zip(pred, labels, strict=True)]) & ~oos_win
-        values = np.unique(conf)
+        values = np.unique(score)
         # candidate thresholds: below everything, between neighbours, above everything
-        cands = np.concatenate([[0.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
-        n_in, n_oos = max(1, (~is_oos).sum()), max(1, is_oos.sum())
-        scores = np.empty(len(cands))
+        cands = np.concatenate(
+            [[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]]
+        )
+        n_in, n_oos = max(1, int((~is_oos).sum())), max(1, int(is_oos.sum()))
+        acc = np.empty(len(cands))
+        rec = np.empty(len(cands))
         for i, t in enumerate(cands):
-            reject = (conf < t) | oos_win
-            acc = (right & ~reject & ~is_oos).sum() / n_in
-            rec = (reject & is_oos).sum() / n_oos if is_oos.any() else 0.0
-            scores[i] = acc + rec
-        best = np.flatnonzero(scores >= scores.max() - 1e-12)
+            reject = (score < t) | oos_win
+            acc[i] = (right & ~reject & ~is_oos).sum() / n_in
+            rec[i] = (reject & is_oos).sum() / n_oos if is_oos.any() else 0.0
+        if min_oos_recall is not None and is_oos.any():
+            objective = np.where(rec >= min_oos_recall - 1e-12, acc, -1.0 + rec)
+        else:
+            objective = acc + rec
+        best = np.flatnonzero(objective >= objective.max() - 1e-12)
         # widest run of optimal candidates -> its middle threshold
         runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)
         run = max(runs, key=lambda r: cands[r[-1]] - cands[r[0]])
-        best_t = float((cands[run[0]] + cands[run[-1]]) / 2)
-        return best_t
+        return float((cands[run[0]] + cands[run[-1]]) / 2)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -421,16 +541,19 @@ class IntentClassifier:
             "embedder": self.embedder.name,
             "classes": self.classes_,
             "oos_threshold": self.oos_threshold,
+            "oos_score": self.oos_score,
             "tfidf": self._tfidf is not None,
             "tfidf_weight": self.tfidf_weight,
             "knn_weight": self.knn_weight,
             "knn_temperature": self.knn_temperature,
             "C": self.C,
+            "dense_scale": self.dense_scale,
             "oos_label": self.oos_label,
         }
         arrays: dict[str, np.ndarray] = {
             "W": self._W,
             "b": self._b,
+            "stats": self._stats,
             "train_vecs": self._train_vecs if self._train_vecs is not None else np.zeros(0),
             "train_labels": (
                 self._train_labels if self._train_labels is not None else np.zeros(0)
@@ -458,17 +581,20 @@ class IntentClassifier:
         self = cls(
             embedder=embedder,
             oos_threshold=config["oos_threshold"],
+            oos_score=config.get("oos_score", "prob"),
             tfidf=config["tfidf"],
             tfidf_weight=config["tfidf_weight"],
             knn_weight=config["knn_weight"],
             knn_temperature=config["knn_temperature"],
             C=config["C"],
+            dense_scale=config.get("dense_scale", 1.0),
             oos_label=config["oos_label"],
         )
         self.classes_ = list(config["classes"])
         with np.load(path / "model.npz", allow_pickle=False) as z:
             self._W = z["W"]
             self._b = z["b"]
+            self._stats = z["stats"]
             self._train_vecs = z["train_vecs"] if z["train_vecs"].size else None
             self._train_labels = z["train_labels"] if z["train_labels"].size else None
             if "idf" in z.files:

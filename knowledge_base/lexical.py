@@ -33,6 +33,7 @@ class BM25Index:
         self._total_len = 0
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._ids_arr: np.ndarray | None = None
+        self._lens_arr: np.ndarray | None = None
 
     # ------------------------------------------------------------------ maintenance
     def __len__(self) -> int:
@@ -89,6 +90,7 @@ class BM25Index:
     def _invalidate(self) -> None:
         self._cache.clear()
         self._ids_arr = None
+        self._lens_arr = None
 
     # ------------------------------------------------------------------ scoring
     @property
@@ -109,7 +111,9 @@ class BM25Index:
             return None
         slots = np.fromiter(plist.keys(), dtype=np.int64, count=len(plist))
         tfs = np.fromiter(plist.values(), dtype=np.float32, count=len(plist))
-        lens = np.asarray(self._lens, dtype=np.float32)[slots]
+        if self._lens_arr is None:
+            self._lens_arr = np.asarray(self._lens, dtype=np.float32)
+        lens = self._lens_arr[slots]
         k1, b = self.k1, self.b
         norm = k1 * (1.0 - b + b * lens / max(self._avgdl, 1e-9))
         weights = (self._idf(len(plist)) * tfs * (k1 + 1.0) / (tfs + norm)).astype(np.float32)

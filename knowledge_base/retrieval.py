@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -99,14 +100,27 @@ class SyncStats:
 
 @dataclass(frozen=True)
 class Fusion:
-    """How dense and lexical scores combine:
-    ``score = (dense_weight * cosine + lexical_weight * bm25_norm) / (sum of weights)``.
+    """How dense and lexical scores combine into the fused score of a text.
+
+    ``mode="boost"`` (default): ``score = cosine + lexical_weight * bm25 * (1 - cosine)``.
+    Lexical overlap can only raise the dense score, so a cross-lingual match (no shared
+    words, BM25 = 0) keeps its plain cosine instead of being diluted.
+    ``mode="convex"``: ``(dense_weight * cosine + lexical_weight * bm25) / (sum)``.
     Answer texts (if indexed) count with ``answer_weight`` times their fused score."""
 
-    dense_weight: float = 0.8
-    lexical_weight: float = 0.2
+    dense_weight: float = 1.0
+    lexical_weight: float = 0.3
     candidates: int = 64
     answer_weight: float = 0.0
+    mode: Literal["boost", "convex"] = "boost"
+
+    def combine(self, dense: float, lexical: float) -> float:
+        """The fused score of one text."""
+        if self.mode == "boost":
+            return dense + self.lexical_weight * lexical * (1.0 - dense)
+        return (self.dense_weight * dense + self.lexical_weight * lexical) / (
+            self.dense_weight + self.lexical_weight
+        )
 
     @classmethod
     def for_embedder(cls, embedder_name: str) -> Fusion:
@@ -123,6 +137,7 @@ class Fusion:
             lexical_weight=float(row.get("lexical_weight", cls.lexical_weight)),
             candidates=int(row.get("candidates", cls.candidates)),
             answer_weight=float(row.get("answer_weight", cls.answer_weight)),
+            mode=str(row.get("mode", cls.mode)),  # type: ignore[arg-type]
         )
 
     def __post_init__(self) -> None:
@@ -132,6 +147,8 @@ class Fusion:
             raise ValueError("at least one fusion weight must be positive")
         if self.candidates < 1:
             raise ValueError("candidates must be >= 1")
+        if self.mode not in ("boost", "convex"):
+            raise ValueError(f"unknown fusion mode {self.mode!r}")
 
 
 @dataclass
@@ -320,7 +337,6 @@ class HybridRetriever:
 
     def _rank(self, dense: dict[int, float], lexical: dict[int, float], k: int) -> list[Hit]:
         fu = self.fusion
-        total = fu.dense_weight + fu.lexical_weight
         best: dict[str, Hit] = {}
         for vid, d in dense.items():
             owner = self._owner.get(vid)
@@ -329,7 +345,7 @@ class HybridRetriever:
             key, ti = owner
             entry = self._docs[key]
             lx = lexical.get(vid, 0.0)
-            fused = (fu.dense_weight * d + fu.lexical_weight * lx) / total
+            fused = fu.combine(d, lx)
             w = entry.weights[ti] if entry.weights else 1.0
             fused *= w
             hit = best.get(key)
