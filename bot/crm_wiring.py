@@ -52,6 +52,14 @@ def install(app: Any) -> CrmService:
     )
     app.crm = crm
     jobs.set_app(app)
+    community = getattr(app, "community", None)
+    if community is not None:  # CRM segments and opt-outs decide who gets drops
+        resolver = SegmentAudienceResolver(
+            crm=crm, fallback=community.resolver, db=app.db,
+            default_language=app.settings.bot.default_language,
+        )
+        community.resolver = resolver
+        community.drops.resolver = resolver
     return crm
 
 
@@ -63,3 +71,70 @@ def schedule(app: Any) -> None:
                               crontab="30 3 * * *", timezone=app.settings.scheduler.timezone)
     app.scheduler.add_interval("bot.jobs:crm_automations", job_id="crm-automations",
                                seconds=300)
+
+
+class SegmentAudienceResolver:
+    """The drops' private audience with the CRM behind it: a named CRM segment resolves to its
+    members' private chats; every other audience goes to the community resolver; opted-out
+    members are left out of all of them (no marketing drop, ever)."""
+
+    def __init__(self, *, crm: CrmService, fallback: Any, db: Database,
+                 default_language: str = "ja") -> None:
+        self.crm = crm
+        self.fallback = fallback
+        self.db = db
+        self.default_language = default_language
+
+    async def resolve_private(self, audience: Any) -> Any:
+        if not audience.segment:
+            async for recipient in self.fallback.resolve_private(audience):
+                if recipient.contact_id is None or await self.crm.is_marketable(
+                        recipient.contact_id):
+                    yield recipient
+            return
+        from bot.core.i18n import normalise_language
+        from community.delivery import Recipient
+        from models.contact import Contact
+
+        batch: list[int] = []
+
+        async def flush() -> list[Any]:
+            async with self.db.session() as session:
+                rows = (await session.execute(
+                    select(ContactIdentity.contact_id, ContactIdentity.platform,
+                           ContactIdentity.external_id, ContactIdentity.language_code,
+                           ContactIdentity.unreachable_at, Contact.language)
+                    .join(Contact, Contact.id == ContactIdentity.contact_id)
+                    .where(ContactIdentity.contact_id.in_(batch))
+                    .order_by(ContactIdentity.contact_id,
+                              ContactIdentity.platform != "telegram", ContactIdentity.id)
+                )).all()
+            chosen: dict[int, Any] = {}
+            for row in rows:
+                chosen.setdefault(row.contact_id, row)
+            wanted = set(audience.languages or [])
+            out = []
+            for contact_id in batch:
+                row = chosen.get(contact_id)
+                if row is None:
+                    continue
+                lang = row.language or normalise_language(row.language_code) \
+                    or self.default_language
+                if wanted and lang not in wanted:
+                    continue
+                out.append(Recipient(
+                    chat=ChatRef(row.platform, ChatKind.PRIVATE, row.external_id),
+                    contact_id=contact_id, language=lang,
+                    blocked=row.unreachable_at is not None,
+                ))
+            return out
+
+        async for contact_id in self.crm.segments.resolve(audience.segment):
+            batch.append(contact_id)
+            if len(batch) >= 500:
+                for recipient in await flush():
+                    yield recipient
+                batch = []
+        if batch:
+            for recipient in await flush():
+                yield recipient
