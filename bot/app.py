@@ -132,9 +132,11 @@ class KizunaApp:
             db=self.db, settings=self.settings.knowledge_base,
             default_language=self.settings.bot.default_language,
         )
-        return KnowledgeResponder(
+        responder = KnowledgeResponder(
             knowledge=self.knowledge, translate=self.translate, clock=self.clock
         )
+        responder.bot_name = self.settings.bot.name
+        return responder
 
     def _add_platforms(self) -> None:
         from bot.webchat import WebChatPlatform

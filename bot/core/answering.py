@@ -38,6 +38,7 @@ class KnowledgeResponder:
         self.group_window = group_window
         self.intent_threshold = intent_threshold
         self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.bot_name = "Kizuna"  # shown when a customer asks whether they talk to a bot
 
     def _seen_recently(self, chat_key: str, text: str) -> bool:
         now = self.clock()
@@ -121,7 +122,7 @@ class KnowledgeResponder:
 
 
 def _bot_name(responder: KnowledgeResponder) -> str:
-    return getattr(responder, "bot_name", "Kizuna")
+    return responder.bot_name
 
 
 def _strip_mention(text: str) -> str:
