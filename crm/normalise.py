@@ -9,76 +9,17 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from config.textfiles import decode_bytes as _decode_text
+
 ENCODINGS = ("utf-8", "utf-8-sig", "shift_jis", "cp932", "gb18030")
 
 
-def _kana_ratio(text: str) -> float:
-    cjk = [c for c in text if ord(c) > 0x2E80]
-    if not cjk:
-        return 0.0
-    kana = sum(1 for c in cjk if 0x3040 <= ord(c) <= 0x30FF)
-    return kana / len(cjk)
-
-
-def _plausible(text: str) -> bool:
-    """No private-use / control / replacement characters (a wrong guess produces them)."""
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat in ("Co", "Cn", "Cs") or ch == "\ufffd":
-            return False
-        if cat == "Cc" and ch not in "\r\n\t":
-            return False
-    return True
-
-
 def decode_bytes(data: bytes, encoding: str | None = None) -> tuple[str, str]:
-    """Decode a shop export: UTF-8 (with or without BOM), Shift_JIS/CP932 or GB18030.
+    """Decode a shop export (see :mod:`config.textfiles`); returns (text, encoding name).
 
-    Returns (text, encoding name). Raises ``ValueError`` naming the line of the first bad
-    byte when no encoding fits.
+    Raises ``ValueError`` saying where the first bad byte is when no encoding fits.
     """
-    if encoding:
-        try:
-            return data.decode(encoding), encoding
-        except LookupError:
-            raise ValueError(f"unknown encoding {encoding!r}") from None
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise ValueError(
-                f"not valid {encoding}: bad byte 0x{data[exc.start]:02x} on line {line}"
-            ) from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        try:
-            return data[3:].decode("utf-8"), "utf-8-sig"
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start + 3].count(b"\n") + 1
-            raise ValueError(f"starts with a UTF-8 BOM but has a bad byte on line {line}") from None
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError as exc:
-        utf8_error = exc
-    candidates: list[tuple[str, str]] = []
-    for enc in ("cp932", "gb18030"):
-        try:
-            text = data.decode(enc)
-        except UnicodeDecodeError:
-            continue
-        if _plausible(text):
-            candidates.append((enc, text))
-    if len(candidates) == 2:
-        # Both decode: Japanese text has kana; Chinese decoded as CP932 rarely does.
-        sj, gb = candidates[0][1], candidates[1][1]
-        candidates = candidates[:1] if _kana_ratio(sj) > max(0.05, _kana_ratio(gb)) \
-            else candidates[1:]
-    if candidates:
-        enc, text = candidates[0]
-        return text, {"cp932": "shift_jis (cp932)", "gb18030": "gb18030"}[enc]
-    line = data[: utf8_error.start].count(b"\n") + 1
-    raise ValueError(
-        "cannot tell the text encoding: not UTF-8, Shift_JIS (CP932) or GB18030 (first "
-        f"non-UTF-8 byte 0x{data[utf8_error.start]:02x} on line {line}); save it as UTF-8 "
-        "or pass --encoding"
-    )
+    return _decode_text(data, encoding)
 
 
 def clean(value: str | None) -> str:
