@@ -4,7 +4,6 @@ KOCs, link codes, opt-out and step sequences."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import json
 import sys
@@ -12,22 +11,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.cli.common import settings_from
-from config import ConfigError
+from bot.cli.common import CliError, err, run_guarded, settings_from
 
 Command = Callable[[argparse.Namespace], int]
 
 
-class CliError(Exception):
-    """A user-facing error: one line on stderr, exit ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+_err = err
 
 
 def _command(fn: Callable[[argparse.Namespace, Any], Awaitable[int]]) -> Command:
@@ -36,8 +25,6 @@ def _command(fn: Callable[[argparse.Namespace, Any], Awaitable[int]]) -> Command
 
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
             from crm import CrmError
         except ModuleNotFoundError as exc:
@@ -58,34 +45,7 @@ def _command(fn: Callable[[argparse.Namespace, Any], Awaitable[int]]) -> Command
             finally:
                 await db.dispose()
 
-        try:
-            return asyncio.run(go())
-        except ConfigError:
-            raise
-        except CliError as exc:
-            _err(str(exc))
-            return exc.code
-        except CrmError as exc:
-            _err(str(exc).splitlines()[0])
-            return 1
-        except FileNotFoundError as exc:
-            _err(f"file not found: {exc.filename or exc}")
-            return 1
-        except OSError as exc:
-            _err(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-            return 1
-        except SQLAlchemyError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _err(f"database: {first}")
-            return 1
-        except ValueError as exc:
-            _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return 1
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback
-            _err(f"unexpected {type(exc).__name__}: {exc}")
-            return 1
+        return run_guarded(go, domain_errors=(CrmError,), first_line_only=True)
 
     return run
 

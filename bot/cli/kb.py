@@ -13,25 +13,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.cli.common import settings_from
-from config import ConfigError, Settings
+from bot.cli.common import CliError, err, run_guarded, settings_from
+from config import Settings
 
 Command = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # ------------------------------------------------------------------------------ plumbing
 
 
-def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+_err = err
 
 
 def _command(fn: Callable[[argparse.Namespace], Awaitable[int]]) -> Command:
@@ -39,39 +30,10 @@ def _command(fn: Callable[[argparse.Namespace], Awaitable[int]]) -> Command:
 
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
-        from sqlalchemy.exc import SQLAlchemyError
-
         from knowledge_base.content import ContentError
         from knowledge_base.store import StoreError
 
-        try:
-            return asyncio.run(fn(args))
-        except ConfigError:
-            raise
-        except CliError as exc:
-            _err(str(exc))
-            return exc.code
-        except (ContentError, StoreError) as exc:
-            _err(str(exc))
-            return 1
-        except FileNotFoundError as exc:
-            _err(f"file not found: {exc.filename or exc}")
-            return 1
-        except OSError as exc:
-            _err(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-            return 1
-        except SQLAlchemyError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _err(f"database: {first}")
-            return 1
-        except ValueError as exc:
-            _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return 1
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback
-            _err(f"unexpected {type(exc).__name__}: {exc}")
-            return 1
+        return run_guarded(lambda: fn(args), domain_errors=(ContentError, StoreError))
 
     return run
 
