@@ -81,6 +81,9 @@ class KizunaApp:
     knowledge: Any = field(init=False, default=None)
     community: Any = field(init=False, default=None)
     crm: Any = field(init=False, default=None)
+    handoff: Any = field(init=False, default=None)  # bot.handoff.service.HandoffService
+    accounts: Any = field(init=False, default=None)  # bot.handoff.accounts.Accounts
+    _loops: list[Any] = field(init=False, default_factory=list)
     scheduler: Any = field(init=False, default=None)
     _runner: web.AppRunner | None = field(init=False, default=None)
     bound_port: int | None = field(init=False, default=None)
@@ -117,10 +120,12 @@ class KizunaApp:
         self.web = build_web_app(metrics=self.metrics, health=self.health)
         self._add_platforms()
         from bot import crm_wiring
+        from bot.handoff import wiring as handoff_wiring
         from community.wiring import install
 
         install(self)
         crm_wiring.install(self)
+        handoff_wiring.install(self)
 
     def _build_responder(self) -> Responder | None:
         if not self.with_knowledge_base:
@@ -226,6 +231,12 @@ class KizunaApp:
         self.bound_port = sockets[0].getsockname()[1] if sockets else self.settings.web.port
         for platform in self.platforms.values():
             await platform.start()
+        if self.handoff is not None and self.settings.handoff.reassign_loop:
+            from bot.handoff.wiring import ReassignLoop
+
+            loop = ReassignLoop(self.handoff)
+            loop.start()
+            self._loops.append(loop)
 
     @property
     def base_url(self) -> str:
@@ -234,6 +245,9 @@ class KizunaApp:
         return f"http://{shown}:{self.bound_port}"
 
     async def stop(self) -> None:
+        for loop in self._loops:
+            await loop.stop()
+        self._loops.clear()
         if self.community is not None:
             await self.community.stop()
         for platform in self.platforms.values():

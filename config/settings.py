@@ -207,6 +207,93 @@ class CommunitySettings(_Section):
     job_sync_seconds: float = Field(default=30.0, gt=0)
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BusinessHoursSettings(_Section):
+    """When advisors work: weekly opening hours in the brand's time zone, plus closed dates."""
+
+    timezone: str = "Asia/Tokyo"
+    weekly: dict[str, str] = Field(
+        default_factory=lambda: {d: "09:00-21:00" for d in _DAYS},
+        description='Opening hours per weekday, e.g. {mon = "09:00-18:00"}; a missing or '
+        'empty day is closed. Several ranges: "09:00-12:00,13:00-18:00".',
+    )
+    closed_dates: list[str] = Field(default_factory=list, description="YYYY-MM-DD holidays.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _weekly(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for day, spec in value.items():
+            if day not in _DAYS:
+                raise ValueError(f"unknown weekday {day!r} (use {', '.join(_DAYS)})")
+            for part in filter(None, (p.strip() for p in spec.split(","))):
+                m = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", part)
+                if not m:
+                    raise ValueError(f"{day}: {part!r} is not HH:MM-HH:MM")
+                h1, m1, h2, m2 = (int(x) for x in m.groups())
+                if not (0 <= h1 <= 24 and 0 <= h2 <= 24 and m1 < 60 and m2 < 60) or (
+                        h1 * 60 + m1 >= h2 * 60 + m2):
+                    raise ValueError(f"{day}: {part!r} is not a valid range")
+        return value
+
+    @field_validator("closed_dates")
+    @classmethod
+    def _dates(cls, value: list[str]) -> list[str]:
+        from datetime import date
+
+        for item in value:
+            try:
+                date.fromisoformat(item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a YYYY-MM-DD date") from None
+        return value
+
+
+class HandoffSettings(_Section):
+    """Handing conversations to human advisors."""
+
+    enabled: bool = True
+    failures_before_handoff: int = Field(
+        default=2, ge=0, description="Bot turns in a row without an answer before the "
+        "conversation goes to a person (0 = never automatically).")
+    reassign_after_minutes: float = Field(
+        default=5.0, gt=0, description="An assigned advisor who has not answered within this "
+        "time loses the conversation to another eligible advisor.")
+    default_capacity: int = Field(default=5, ge=1, le=500)
+    sticky_days: int = Field(default=90, ge=0, description="A returning customer goes to "
+                             "their own advisor (if on shift) within this many days.")
+    csat: bool = True
+    reassign_loop: bool = Field(default=True, description="Run the reassignment/routing "
+                                "pass every 15 s in this process (tests switch it off).")
+    forum_chat_id: str | None = Field(
+        default=None, description="Telegram id of the advisors' forum supergroup (topics on); "
+        "each handed-off customer gets a topic there.")
+    forum_platform: str = "telegram"
+    business_hours: BusinessHoursSettings = BusinessHoursSettings()
+
+
+class ConsoleSettings(_Section):
+    """The web console (advisor inbox, manager pages)."""
+
+    session_hours: float = Field(default=12.0, gt=0)
+    login_attempts_per_minute: float = Field(default=5.0, gt=0)
+    max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KIZUNA_",
@@ -226,6 +313,8 @@ class Settings(BaseSettings):
     knowledge_base: KnowledgeBaseSettings = KnowledgeBaseSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     community: CommunitySettings = CommunitySettings()
+    handoff: HandoffSettings = HandoffSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

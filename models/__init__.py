@@ -1,5 +1,6 @@
 """Kizuna's data model: SQLAlchemy 2 models and repositories. Imports only ``config``."""
 
+from models import advisors as _advisors  # noqa: F401
 from models import community as _community  # noqa: F401
 from models import crm as _crm  # noqa: F401
 from models import knowledge as _knowledge  # noqa: F401

@@ -48,6 +48,8 @@ class Conversation(Base):
         _enum(ConversationStatus), default=ConversationStatus.BOT, index=True
     )
     assignee: Mapped[str | None] = mapped_column(String(128))
+    # Bot turns in a row that ended without an answer (escalates after N, see handoff).
+    bot_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from bot.core.conversation import CallbackContext, ConversationService, TurnContext
 from bot.core.i18n import Translator
@@ -17,6 +17,17 @@ from models.repositories import ConversationRepository, MessageRepository
 SMALL_TALK = {"greet": "greet", "thanks": "thanks", "goodbye": "goodbye",
               "bot_challenge": "bot_challenge"}
 GROUP_REPEAT_WINDOW = 600.0  # seconds: the same question in a group is answered once
+
+
+class Escalation(Protocol):
+    """Hands a private conversation to people (implemented by the handoff desk)."""
+
+    async def escalate(self, conversation_id: int, *, trigger: str, question: str | None,
+                       language: str, contact_id: int) -> list[OutgoingMessage]: ...
+
+    async def bot_turn(self, conversation_id: int, *, answered: bool) -> bool:
+        """Record one bot turn; True when unanswered turns in a row reached the limit."""
+        ...
 
 
 def _norm(text: str) -> str:
@@ -39,6 +50,7 @@ class KnowledgeResponder:
         self.intent_threshold = intent_threshold
         self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.bot_name = "Kizuna"  # shown when a customer asks whether they talk to a bot
+        self.escalation: Escalation | None = None
 
     def _seen_recently(self, chat_key: str, text: str) -> bool:
         now = self.clock()
@@ -69,13 +81,21 @@ class KnowledgeResponder:
         lang = answer.language or ctx.language
         intent = getattr(answer, "intent", None)
         kind = str(answer.kind)
+        private = msg.chat.kind is ChatKind.PRIVATE
+        escalation = self.escalation if private else None
         if intent is not None and intent.intent and intent.confidence >= self.intent_threshold:
             if intent.intent in SMALL_TALK and kind != "answer":
                 return [OutgoingMessage(text=self.t(SMALL_TALK[intent.intent], lang,
                                                     bot=_bot_name(self)))]
+            if intent.intent in ("request_human", "complaint") and escalation is not None:
+                return await escalation.escalate(
+                    ctx.conversation_id, trigger=intent.intent, question=question,
+                    language=lang, contact_id=ctx.contact_id)
             if intent.intent == "request_human":
                 return await self._handoff_offer(ctx, question, lang, answer)
         if kind == "answer" and answer.entry is not None:
+            if escalation is not None:
+                await escalation.bot_turn(ctx.conversation_id, answered=True)
             return [self._answer_message(answer.entry, lang)]
         if kind == "suggest" and answer.suggestions:
             rows = [[Button(s.question[:60], callback_data=_cb("kb", s.key))]
@@ -86,6 +106,11 @@ class KnowledgeResponder:
             question=question, language=lang, contact_id=ctx.contact_id,
             confidence=float(answer.confidence), kind=kind,
         )
+        if escalation is not None and await escalation.bot_turn(ctx.conversation_id,
+                                                                answered=False):
+            return await escalation.escalate(
+                ctx.conversation_id, trigger="failures", question=question, language=lang,
+                contact_id=ctx.contact_id)
         return [self._fallback(lang)]
 
     async def _handoff_offer(self, ctx: TurnContext, question: str, lang: str,
@@ -137,7 +162,7 @@ def _cb(*parts: str) -> str | None:
 
 
 def register_callbacks(service: ConversationService, knowledge: Any,
-                       translate: Translator) -> None:
+                       translate: Translator, escalation: Escalation | None = None) -> None:
     """Wire the knowledge base's buttons into the conversation service."""
 
     async def last_question(ctx: CallbackContext) -> str:
@@ -163,6 +188,11 @@ def register_callbacks(service: ConversationService, knowledge: Any,
             await knowledge.record_unanswered(question=question, language=ctx.language,
                                               contact_id=ctx.contact_id, confidence=0.0,
                                               kind="declined")
+            if escalation is not None and ctx.conversation_id is not None and \
+                    ctx.callback.chat.kind is ChatKind.PRIVATE:
+                return await escalation.escalate(
+                    ctx.conversation_id, trigger="declined", question=question or None,
+                    language=ctx.language, contact_id=ctx.contact_id)
             return [OutgoingMessage(text=translate("fallback", ctx.language), buttons=[
                 [Button(translate("talk_to_person", ctx.language),
                         callback_data="handoff:request")]])]
@@ -175,6 +205,10 @@ def register_callbacks(service: ConversationService, knowledge: Any,
     async def on_handoff(ctx: CallbackContext) -> list[OutgoingMessage]:
         if ctx.conversation_id is None:
             return []
+        if escalation is not None and ctx.callback.chat.kind is ChatKind.PRIVATE:
+            return await escalation.escalate(
+                ctx.conversation_id, trigger="button", question=await last_question(ctx)
+                or None, language=ctx.language, contact_id=ctx.contact_id)
         async with service.db.session() as session:
             conversations = ConversationRepository(session)
             from models.conversation import Conversation

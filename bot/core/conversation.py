@@ -73,6 +73,7 @@ class Responder(Protocol):
 
 
 CallbackHandler = Callable[[CallbackContext], Awaitable[list[OutgoingMessage]]]
+Relay = Callable[[TurnContext], Awaitable[None]]
 
 
 class FallbackResponder:
@@ -96,6 +97,12 @@ class ConversationService:
     callback_handlers: dict[str, CallbackHandler] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     directory: Directory = field(default_factory=Directory)
+    # While a person has a private conversation, what the customer writes goes here instead
+    # of to the responder (the handoff desk shows it to the advisors).
+    relay: Relay | None = None
+    # Tried first for every inbound message; True = consumed (e.g. the advisors' forum).
+    interceptors: list[Callable[[IncomingMessage], Awaitable[bool]]] = field(
+        default_factory=list)
     writer: BatchWriter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +131,9 @@ class ConversationService:
     # ----------------------------------------------------------------- messages
     async def _on_message(self, msg: IncomingMessage) -> None:
         self.metrics.messages_in.labels(msg.chat.platform, msg.chat.kind.value).inc()
+        for intercept in self.interceptors:
+            if await intercept(msg):
+                return
         directory = self.directory
         cached = directory.cached(msg)
         if cached is not None and msg.command != "start" and not msg.addressed_to_bot:
@@ -204,6 +214,11 @@ class ConversationService:
             return [language_picker(t, lang)]
         if msg.command is not None:
             return []  # another bot's or an unknown command: stay quiet, as bots should
+        if ctx.conversation_status in (ConversationStatus.WAITING,
+                                       ConversationStatus.WITH_ADVISOR):
+            if self.relay is not None and msg.chat.kind is ChatKind.PRIVATE:
+                await self.relay(ctx)
+            return []  # a person has (or is about to have) this conversation: step aside
         text = msg.text.strip()
         if not text:
             if msg.image is not None:

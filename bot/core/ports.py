@@ -85,3 +85,23 @@ class GroupAdmin(Protocol):
     def start_link(self, payload: str) -> str | None:
         """The deep link that opens a private chat with the bot and sends ``/start payload``."""
         ...
+
+
+# --------------------------------------------------------------------------- advisors' forum
+
+
+@runtime_checkable
+class ForumAdmin(Protocol):
+    """Topics in a forum group (Telegram supergroup with topics), used as the advisors'
+    workspace: one topic per handed-off customer. Messages go into a topic through
+    :class:`bot.core.outbound.Outbound` with ``OutgoingMessage.thread_id`` set."""
+
+    name: str
+
+    async def create_forum_topic(self, chat: ChatRef, name: str) -> str:
+        """Create a topic and return its thread id."""
+        ...
+
+    async def close_forum_topic(self, chat: ChatRef, thread_id: str) -> None: ...
+
+    async def reopen_forum_topic(self, chat: ChatRef, thread_id: str) -> None: ...

@@ -68,6 +68,7 @@ class OutgoingMessage:
     reply_to: str | None = None  # platform message id to reply to
     format: str = "plain"  # "plain" or "html" (a platform without HTML gets the text)
     sender: str = "bot"  # who composed it: "bot", "advisor:NAME", "drop:ID", ...
+    thread_id: str | None = None  # a topic inside a forum group (Telegram message_thread_id)
 
 
 @dataclass(slots=True)
@@ -83,6 +84,7 @@ class IncomingMessage:
     reply_to_bot: bool = False
     reply_to_message_id: str | None = None
     image: Image | None = None
+    thread_id: str | None = None  # the forum topic it was written in, if any
 
     @property
     def addressed_to_bot(self) -> bool:
