@@ -87,6 +87,10 @@ def install(app: Any) -> HandoffService | None:
                                                    ctx.language))]
 
     conversations.callback_handlers["csat"] = on_csat
+    if s.handoff.forum_chat_id:
+        from bot.handoff.forum import install as install_forum
+
+        install_forum(app, desk)
     return desk
 
 
