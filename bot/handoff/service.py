@@ -717,7 +717,7 @@ class HandoffService:
                                       Handoff.status == HandoffStatus.RESOLVED,
                                       Handoff.csat.is_(None))
                 .values(csat=score, csat_at=self.now()))
-            ok = bool(result.rowcount)
+            ok = bool(getattr(result, "rowcount", 0))
         if ok:
             await self.emit({"type": "csat", "handoff_id": handoff_id, "score": score,
                              "origin": "customer"})
@@ -793,7 +793,8 @@ class HandoffService:
                 for cid, text in (await session.execute(
                         select(Message.conversation_id, Message.text).where(
                             Message.id.in_(sub)))).all():
-                    last[cid] = text or ""
+                    if cid is not None:
+                        last[cid] = text or ""
         return [HandoffView(
             handoff_id=h.id, conversation_id=h.conversation_id, contact_id=h.contact_id,
             customer=name or f"#{h.contact_id}", platform=platform, language=h.language,
