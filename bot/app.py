@@ -84,6 +84,7 @@ class KizunaApp:
     handoff: Any = field(init=False, default=None)  # bot.handoff.service.HandoffService
     accounts: Any = field(init=False, default=None)  # bot.handoff.accounts.Accounts
     _loops: list[Any] = field(init=False, default_factory=list)
+    initial_admin_password: str | None = field(init=False, default=None, repr=False)
     scheduler: Any = field(init=False, default=None)
     _runner: web.AppRunner | None = field(init=False, default=None)
     bound_port: int | None = field(init=False, default=None)
@@ -209,6 +210,11 @@ class KizunaApp:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self.db.upgrade()
+        if self.accounts is not None and self.settings.console.create_initial_admin:
+            from bot.handoff.accounts import ensure_initial_admin
+
+            self.initial_admin_password = await ensure_initial_admin(
+                self.accounts, self.settings.data_dir)
         if self.knowledge is not None:
             await self.knowledge.ensure_ready()
         if self.settings.scheduler.enabled:

@@ -292,6 +292,9 @@ class ConsoleSettings(_Section):
     session_hours: float = Field(default=12.0, gt=0)
     login_attempts_per_minute: float = Field(default=5.0, gt=0)
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    create_initial_admin: bool = Field(
+        default=True, description="On a fresh install create the console user 'admin' with "
+        "a random password (printed at start, kept in data_dir/initial_admin_password).")
 
 
 class Settings(BaseSettings):

@@ -76,6 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  Health: {app.base_url}/healthz   Metrics: {app.base_url}/metrics",
             f"  Database: {settings.database.url.split('@')[-1]}",
         ]
+        if app.handoff is not None:
+            lines.append(f"  Advisor console: {app.base_url}/console")
+            if app.initial_admin_password:
+                lines.append(f"    first login: admin / {app.initial_admin_password} (also in "
+                             f"{settings.data_dir}/initial_admin_password until changed with "
+                             "`kizuna advisors passwd admin`)")
         if settings.telegram.enabled:
             lines.append(f"  Telegram: {settings.telegram.mode} mode")
         else:

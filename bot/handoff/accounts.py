@@ -141,3 +141,34 @@ class Accounts:
         if row is None:
             raise AccountError(f"no advisor {username!r}")
         return row
+
+
+async def ensure_initial_admin(accounts: Accounts, data_dir: str) -> str | None:
+    """On a fresh install (no advisor accounts at all) create ``admin`` with a random
+    password, kept in ``data_dir/initial_admin_password`` (mode 0600) until changed; returns
+    the password when it was created now or is still the initial one, else None."""
+    import os
+    import secrets
+    from pathlib import Path
+
+    path = Path(data_dir) / "initial_admin_password"
+    async with accounts.db.session() as session:
+        count = (await session.execute(select(func.count()).select_from(Advisor))).scalar_one()
+        admin = (await session.execute(select(Advisor).where(Advisor.username == "admin"))
+                 ).scalar_one_or_none()
+    if count == 0:
+        password = secrets.token_urlsafe(12)
+        await accounts.create(AccountInput(username="admin", display_name="Admin",
+                                           password=password, role="admin"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        return password
+    if admin is not None and path.is_file():
+        password = path.read_text().strip()
+        if check_password(admin.password_hash, password):
+            return password
+        path.unlink(missing_ok=True)  # changed since: forget the initial one
+    return None

@@ -180,3 +180,18 @@ async def test_needs_care_members_wait_for_a_senior(desk: Desk) -> None:
     assert (await desk.desk.view(conv)).status == "waiting"
     senior = await desk.advisor("senior", senior=True)
     assert (await desk.desk.view(conv)).advisor_id == senior
+
+
+async def test_initial_admin_on_a_fresh_install(desk: Desk, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bot.handoff.accounts import ensure_initial_admin
+
+    password = await ensure_initial_admin(desk.accounts, str(tmp_path))
+    assert password and (tmp_path / "initial_admin_password").read_text().strip() == password
+    assert (tmp_path / "initial_admin_password").stat().st_mode & 0o077 == 0
+    assert await desk.accounts.authenticate("admin", password) is not None
+    assert await ensure_initial_admin(desk.accounts, str(tmp_path)) == password  # still valid
+    await desk.accounts.set_password("admin", "a-new-long-password")
+    assert await ensure_initial_admin(desk.accounts, str(tmp_path)) is None
+    assert not (tmp_path / "initial_admin_password").exists()
+    assert await desk.accounts.authenticate("admin", password) is None
+    assert await desk.accounts.authenticate("nobody", "whatever-password") is None
