@@ -127,6 +127,9 @@ class KizunaApp:
         install(self)
         crm_wiring.install(self)
         handoff_wiring.install(self)
+        import console
+
+        console.install(self)
 
     def _build_responder(self) -> Responder | None:
         if not self.with_knowledge_base:

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["bot", "knowledge_base", "community", "models", "config", "crm"]
+PACKAGES = ["bot", "knowledge_base", "community", "models", "config", "crm", "console"]
 
 
 def imports_of(path: Path) -> set[str]:
@@ -46,6 +46,9 @@ def test_layers_point_inwards():
         "knowledge_base": {"bot", "community"},
         "crm": {"bot", "community"},
         "community": {"bot.app"},
+        # the console is an adapter like the chat platforms: it uses the desk (bot.handoff),
+        # the core, models and config, never the composition root or another adapter
+        "console": {"bot.app", "bot.cli", "bot.telegram", "bot.webchat"},
     }
     for path in sources():
         rel = path.relative_to(ROOT).as_posix()
@@ -54,6 +57,9 @@ def test_layers_point_inwards():
             for bad in forbidden.get(layer, ()):
                 assert not (module == bad or module.startswith(bad + ".")), \
                     f"{rel} imports {module}"
+            if module == "console" or module.startswith("console."):
+                assert layer == "console" or rel == "bot/app.py", \
+                    f"{rel} imports the console (only the composition root installs it)"
             if module == "bot.app" or module.startswith("bot.app."):
                 assert rel.startswith("bot/cli/"), f"{rel} imports the composition root"
 
