@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from console import inbox, live, login
+from console import conversation, inbox, live, login
 from console.site import Console
 
 log = logging.getLogger(__name__)
 
 CONSOLE_KEY = web.AppKey("kizuna_console", Console)
-MODULES = (login, inbox, live)
+MODULES = (login, inbox, conversation, live)
 
 
 def install(app: Any) -> Console | None:
