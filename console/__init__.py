@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from console import conversation, inbox, live, login
+from console import canned, conversation, inbox, live, login, performance
 from console.site import Console
 
 log = logging.getLogger(__name__)
 
 CONSOLE_KEY = web.AppKey("kizuna_console", Console)
-MODULES = (login, inbox, conversation, live)
+MODULES = (login, inbox, conversation, live, performance, canned)
 
 
 def install(app: Any) -> Console | None:

@@ -13,18 +13,11 @@ from bot.handoff.service import HandoffView, ReplyResult
 from console.auth import Who
 from console.html import Markup, escape, fmt, join, render
 from console.inbox import view_json
-from console.site import Console, ConsoleError
+from console.site import Console, ConsoleError, path_int
 from console.uploads import read_reply_form
 from models.conversation import Message
 
 RECENT_ORDERS = 5
-
-
-def _int(request: web.Request, key: str) -> int:
-    value = request.match_info[key]
-    if not value.isdigit() or len(value) > 18:
-        raise ConsoleError(404, "not found")
-    return int(value)
 
 
 def _reply_json(result: ReplyResult) -> dict[str, Any]:
@@ -75,7 +68,7 @@ def register(c: Console) -> None:
 
     @c.page("/conversations/{conversation_id}")
     async def conversation_page(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         view = await visible(who, cid)
         profile = await c.desk.profile(view.contact_id) if view.contact_id else None
         canned = await c.desk.canned(view.language) if view.language else []
@@ -101,7 +94,7 @@ def register(c: Console) -> None:
 
     @c.api("GET", "/api/conversations/{conversation_id}")
     async def conversation_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         view = await visible(who, cid)
         return c.json({"view": view_json(view), "transcript": await transcript(who, cid),
                        **permissions(view, who),
@@ -109,7 +102,7 @@ def register(c: Console) -> None:
 
     @c.api("GET", "/api/conversations/{conversation_id}/suggestions")
     async def suggestions_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         await visible(who, cid)
         found = await c.desk.suggestions(cid)
         return c.json({"suggestions": [{"key": s.key, "question": s.question,
@@ -118,7 +111,7 @@ def register(c: Console) -> None:
 
     @c.api("GET", "/api/conversations/{conversation_id}/profile")
     async def profile_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         view = await visible(who, cid)
         if view.contact_id is None:
             raise ConsoleError(404, "this conversation has no known customer")
@@ -126,13 +119,13 @@ def register(c: Console) -> None:
 
     @c.api("POST", "/api/conversations/{conversation_id}/claim")
     async def claim_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         await visible(who, cid)
         return c.json({"view": view_json(await c.desk.claim(cid, who.advisor_id))})
 
     @c.api("POST", "/api/conversations/{conversation_id}/reply")
     async def reply_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         await visible(who, cid)
         image = None
         if request.content_type.startswith("multipart/"):
@@ -150,7 +143,7 @@ def register(c: Console) -> None:
 
     @c.api("POST", "/api/messages/{message_id}/retry")
     async def retry_api(request: web.Request, who: Who) -> web.StreamResponse:
-        message_id = _int(request, "message_id")
+        message_id = path_int(request, "message_id")
         async with c.db.session() as session:
             cid = (await session.execute(select(Message.conversation_id).where(
                 Message.id == message_id))).scalar_one_or_none()
@@ -162,7 +155,7 @@ def register(c: Console) -> None:
 
     @c.api("POST", "/api/conversations/{conversation_id}/notes")
     async def note_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         await visible(who, cid)
         text = (await c.json_body(request)).get("text")
         if not isinstance(text, str):
@@ -172,14 +165,14 @@ def register(c: Console) -> None:
 
     @c.api("POST", "/api/conversations/{conversation_id}/resolve")
     async def resolve_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         await visible(who, cid)
         return c.json({"view": view_json(await c.desk.resolve(cid,
                                                                advisor_id=who.advisor_id))})
 
     @c.api("POST", "/api/conversations/{conversation_id}/transfer")
     async def transfer_api(request: web.Request, who: Who) -> web.StreamResponse:
-        cid = _int(request, "conversation_id")
+        cid = path_int(request, "conversation_id")
         await visible(who, cid)
         to = (await c.json_body(request)).get("to")
         if to is not None and (not isinstance(to, int) or isinstance(to, bool)):

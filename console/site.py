@@ -320,6 +320,14 @@ class Console:
                             headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
+def path_int(request: web.Request, key: str) -> int:
+    """An id from the URL path (``/conversations/{conversation_id}``); 404 unless digits."""
+    value = request.match_info[key]
+    if not value.isdigit() or len(value) > 18:
+        raise ConsoleError(404, "not found")
+    return int(value)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -333,4 +341,4 @@ def _json_default(value: Any) -> Any:
 
 
 __all__ = ["Console", "ConsoleError", "Markup", "NavItem", "RouteInfo", "Who", "escape",
-           "fmt", "join", "render"]
+           "fmt", "join", "path_int", "render"]
