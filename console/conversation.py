@@ -15,9 +15,11 @@ from console.html import Markup, escape, fmt, join, render
 from console.inbox import view_json
 from console.site import Console, ConsoleError, path_int
 from console.uploads import read_reply_form
-from models.conversation import Message
+from models.advisors import Handoff
+from models.conversation import Conversation, Message, MessageDirection
 
 RECENT_ORDERS = 5
+MAX_QUERY = 500
 
 
 def _reply_json(result: ReplyResult) -> dict[str, Any]:
@@ -102,12 +104,37 @@ def register(c: Console) -> None:
 
     @c.api("GET", "/api/conversations/{conversation_id}/suggestions")
     async def suggestions_api(request: web.Request, who: Who) -> web.StreamResponse:
+        """Agent assist for the customer's latest question (or ``?q=`` the advisor typed)."""
         cid = path_int(request, "conversation_id")
         await visible(who, cid)
-        found = await c.desk.suggestions(cid)
-        return c.json({"suggestions": [{"key": s.key, "question": s.question,
+        question = request.query.get("q", "").strip()[:MAX_QUERY] or await assist_question(cid)
+        found = await c.desk.suggestions(cid, question=question) if question else []
+        return c.json({"question": question,
+                       "suggestions": [{"key": s.key, "question": s.question,
                                         "answer": s.answer, "confidence": s.confidence}
                                        for s in found]})
+
+    async def assist_question(cid: int) -> str | None:
+        """The customer's latest question, passing over a plain request for a person (the
+        handoff's own trigger text): "How much is shipping?" then "a human please" should
+        suggest the shipping answer."""
+        async with c.db.session() as session:
+            conv = await session.get(Conversation, cid)
+            if conv is None:
+                return None
+            texts = list((await session.execute(
+                select(Message.text).where(Message.chat_id == conv.chat_id,
+                                           Message.direction == MessageDirection.IN,
+                                           Message.kind == "text")
+                .order_by(Message.id.desc()).limit(5))).scalars())
+            handoff = (await session.execute(
+                select(Handoff.trigger, Handoff.question).where(Handoff.conversation_id == cid)
+                .order_by(Handoff.id.desc()).limit(1))).first()
+        texts = [t for t in texts if t and t.strip()]
+        if handoff is not None and handoff.trigger == "request_human" and texts and \
+                texts[0] == handoff.question:
+            texts = texts[1:] or texts
+        return texts[0] if texts else (handoff.question if handoff is not None else None)
 
     @c.api("GET", "/api/conversations/{conversation_id}/profile")
     async def profile_api(request: web.Request, who: Who) -> web.StreamResponse:

@@ -207,10 +207,16 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   // ------------------------------------------------------------------ agent assist
-  async function suggest() {
+  async function suggest(query) {
     const box = document.getElementById("suggestions");
+    const path = base + "/suggestions" + (query ? "?q=" + encodeURIComponent(query) : "");
     let found;
-    try { found = (await api("GET", base + "/suggestions")).suggestions; } catch (e) {
+    try {
+      const result = await api("GET", path);
+      found = result.suggestions;
+      document.getElementById("assist-question").textContent =
+        result.question ? "For: “" + result.question + "”" : "";
+    } catch (e) {
       box.replaceChildren(el("li", { class: "muted" }, "Suggestions are unavailable."));
       return;
     }
@@ -229,13 +235,18 @@ document.addEventListener("DOMContentLoaded", () => {
         } }, "Insert")))));
   }
 
+  document.getElementById("assist-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    suggest(document.getElementById("assist-q").value.trim());
+  });
+
   // ------------------------------------------------------------------ live
   const reload = debounce(load, 120);
-  const resuggest = debounce(suggest, 400);
+  const resuggest = debounce(() => suggest(), 400);
   live((event) => {
     if (event.conversation_id !== cid) return;
     reload();
     if (event.type === "message" && event.direction === "in") resuggest();
   }, load);
-  load().then(suggest);
+  load().then(() => suggest());
 });
