@@ -161,10 +161,10 @@ def register(c: Console) -> None:
             if upload is not None:
                 image = Image(data=upload.data, filename=upload.filename)
         else:
-            data = await c.json_body(request)
-            text = data.get("text")
-            if not isinstance(text, str):
+            value = (await c.json_body(request)).get("text")
+            if not isinstance(value, str):
                 raise ConsoleError(400, "text must be a string")
+            text = value
         result = await c.desk.reply(cid, advisor_id=who.advisor_id, text=text, image=image)
         return c.json(_reply_json(result))
 

@@ -7,6 +7,7 @@ import hashlib
 import re
 
 from sqlalchemy import select
+from yarl import URL
 
 from console.auth import COOKIE
 from models.advisors import ConsoleSession
@@ -166,3 +167,33 @@ async def test_no_secret_reaches_a_page_or_json(world: World) -> None:
 async def test_redaction_catches_a_secret_in_an_error_text(world: World) -> None:
     resp = world.console.json({"error": f"POST https://api.telegram.org/bot{TOKEN}/send"})
     assert TOKEN not in resp.text and "[redacted]" in resp.text
+
+
+async def test_sign_in_returns_to_the_page_asked_for_and_nowhere_else(world: World) -> None:
+    await world.advisor("aiko")
+    conv = await world.waiting("100", "Tom")
+    b = await world.browser()
+    first = await b.client.get(f"/console/conversations/{conv}", allow_redirects=False)
+    assert first.status == 303
+    location = URL(first.headers["Location"])
+    assert location.path == "/console/login"
+    assert location.query["next"] == f"/console/conversations/{conv}"
+    resp = await b.login("aiko", next_url=f"/console/conversations/{conv}")
+    assert resp.headers["Location"] == f"/console/conversations/{conv}"
+    for bad in ("//evil.example/x", "https://evil.example/", "/chat/demo", "/console/api/inbox",
+                "/console/\\\\evil"):
+        world.clock.advance(60)  # (the login rate limit)
+        other = await world.browser()
+        resp = await other.login("aiko", next_url=bad)
+        assert resp.headers["Location"] == "/console/", bad
+    # signed in, the login page sends you on
+    again = await b.client.get("/console/login", allow_redirects=False)
+    assert again.status == 303 and again.headers["Location"] == "/console/"
+
+
+def test_templates_escape_everything_but_markup() -> None:
+    from console.html import Markup, fmt, join
+
+    assert fmt("<b>{}</b>", "<i>&'\"") == "<b>&lt;i&gt;&amp;&#x27;&quot;</b>"
+    assert fmt("<b>{}</b>", Markup("<i>ok</i>")) == "<b><i>ok</i></b>"
+    assert join(["<a>", Markup("<br>")]) == "&lt;a&gt;<br>"
