@@ -197,3 +197,16 @@ def test_templates_escape_everything_but_markup() -> None:
     assert fmt("<b>{}</b>", "<i>&'\"") == "<b>&lt;i&gt;&amp;&#x27;&quot;</b>"
     assert fmt("<b>{}</b>", Markup("<i>ok</i>")) == "<b><i>ok</i></b>"
     assert join(["<a>", Markup("<br>")]) == "&lt;a&gt;<br>"
+
+
+def test_no_console_without_the_handoff_desk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bot.app import KizunaApp
+    from config import load_settings
+    from console import CONSOLE_KEY
+
+    app = KizunaApp(load_settings(
+        data_dir=str(tmp_path / "data"), database={"url": f"sqlite:///{tmp_path}/x.db"},
+        scheduler={"enabled": False}, handoff={"enabled": False}), with_knowledge_base=False)
+    assert app.handoff is None and CONSOLE_KEY not in app.web
+    assert not any(r.resource and r.resource.canonical.startswith("/console")
+                   for r in app.web.router.routes())
