@@ -476,16 +476,18 @@ class HandoffService:
             return not h.needs_senior or advisor.senior
         return h.advisor_id == advisor.id
 
-    async def _actor(self, session: Any, advisor_id: int) -> Advisor:
+    async def _actor(self, session: Any, advisor_id: int, *, touch: bool = True) -> Advisor:
         a = await session.get(Advisor, advisor_id)
         if a is None or not a.active:
             raise NotAllowed("unknown or inactive advisor")
-        a.last_seen_at = self.now()
+        if touch:
+            a.last_seen_at = self.now()
         return a
 
     async def can_view(self, advisor_id: int, conversation_id: int) -> bool:
+        """Read-only: may this advisor see the conversation (role and assignment)?"""
         async with self.db.session() as session:
-            a = await self._actor(session, advisor_id)
+            a = await self._actor(session, advisor_id, touch=False)
             try:
                 _conv, h = await self._load(session, conversation_id)
             except NotFound:
@@ -601,13 +603,13 @@ class HandoffService:
             if msg is None or msg.direction is not MessageDirection.OUT or \
                     not (msg.sender or "").startswith("advisor:"):
                 raise NotFound("no such advisor message")
-            if msg.status is not MessageStatus.FAILED:
-                raise HandoffError("only a failed message can be retried")
             if msg.conversation_id is None:
                 raise NotFound("the message has no conversation")
             _conv, h = await self._load(session, msg.conversation_id)
             if not self._may_view(a, h):
                 raise NotAllowed("not your conversation")
+            if msg.status is not MessageStatus.FAILED:
+                raise HandoffError("only a failed message can be retried")
             chat = await session.get(Chat, msg.chat_id)
             assert chat is not None
             ref = ChatRef(chat.platform, ChatKind.PRIVATE, chat.external_id)
