@@ -821,6 +821,135 @@ async def test_send_photo_upload_file_id_and_download(tg, http):
     assert [m.get("caption") for m in tg.sent_messages(aiko.id)] == ["写真", None, None]
 
 
+async def test_forum_topics_create_send_close_reopen(tg, http):
+    bot, aiko = world(tg)
+    forum = tg.create_group("Advisors", [aiko], forum=True)
+    plain = tg.create_group("Plain", [aiko])
+    with pytest.raises(ValueError):
+        tg.create_group("Basic forum", [aiko], supergroup=False, forum=True)
+    tg.add_bot_to_group(bot, forum, by=aiko)
+    tg.add_bot_to_group(bot, plain, by=aiko, admin=True)
+    _, chat = await call(http, tg, "getChat", {"chat_id": forum.id})
+    assert chat["result"]["is_forum"] is True
+    _, chat = await call(http, tg, "getChat", {"chat_id": plain.id})
+    assert "is_forum" not in chat["result"]
+
+    create = {"chat_id": forum.id, "name": "Aiko · ja · #1"}
+    assert await call(http, tg, "createForumTopic", create) == err(
+        400, "Bad Request: not enough rights to create a topic")
+    assert await call(http, tg, "createForumTopic", {**create, "chat_id": plain.id}) == err(
+        400, "Bad Request: the chat is not a forum")
+    assert await call(http, tg, "createForumTopic", {**create, "chat_id": aiko.id}) == err(
+        400, "Bad Request: the chat is not a forum")
+    tg.add_bot_to_group(bot, forum, by=aiko, admin=True, rights={"can_manage_topics": True})
+    assert await call(http, tg, "createForumTopic", {**create, "name": "  "}) == err(
+        400, "Bad Request: title must be non-empty")
+    status, body = await call(http, tg, "createForumTopic", create)
+    assert status == 200
+    topic = body["result"]
+    assert topic == {"message_thread_id": topic["message_thread_id"], "name": "Aiko · ja · #1",
+                     "icon_color": 7322096}
+    tid = topic["message_thread_id"]
+    _, long = await call(http, tg, "createForumTopic", {"chat_id": forum.id, "name": "n" * 200})
+    assert long["result"]["name"] == "n" * 128
+
+    _, sent = await call(http, tg, "sendMessage",
+                         {"chat_id": forum.id, "text": "card", "message_thread_id": tid})
+    msg = sent["result"]
+    assert msg["message_thread_id"] == tid and msg["is_topic_message"] is True
+    assert msg["reply_to_message"]["forum_topic_created"]["name"] == "Aiko · ja · #1"
+    assert msg["chat"]["is_forum"] is True
+    _, general = await call(http, tg, "sendMessage", {"chat_id": forum.id, "text": "all"})
+    assert "message_thread_id" not in general["result"]
+    _, ignored = await call(http, tg, "sendMessage",
+                            {"chat_id": plain.id, "text": "x", "message_thread_id": 5})
+    assert "message_thread_id" not in ignored["result"]
+    assert await call(http, tg, "sendMessage", {
+        "chat_id": forum.id, "text": "x", "message_thread_id": 999}) == err(
+        400, "Bad Request: message thread not found")
+    _, photo = await call(http, tg, "sendPhoto", {
+        "chat_id": forum.id, "photo": "https://e.jp/a.png", "message_thread_id": tid})
+    assert photo["result"]["message_thread_id"] == tid
+    assert [m.get("text", "photo") for m in tg.sent_in_topic(forum.id, tid)] == ["card", "photo"]
+    assert [m["text"] for m in tg.sent_in_topic(forum.id, None)] == ["all"]
+
+    close = {"chat_id": forum.id, "message_thread_id": tid}
+    assert await call(http, tg, "closeForumTopic", close) == (200, {"ok": True, "result": True})
+    assert await call(http, tg, "closeForumTopic", close) == err(
+        400, "Bad Request: TOPIC_NOT_MODIFIED")
+    assert await call(http, tg, "sendMessage", {**close, "text": "late"}) == err(
+        400, "Bad Request: TOPIC_CLOSED")
+    assert await call(http, tg, "sendPhoto", {**close, "photo": "https://e.jp/a.png"}) == err(
+        400, "Bad Request: TOPIC_CLOSED")
+    assert await call(http, tg, "reopenForumTopic", close) == (200, {"ok": True, "result": True})
+    assert await call(http, tg, "reopenForumTopic", close) == err(
+        400, "Bad Request: TOPIC_NOT_MODIFIED")
+    assert (await call(http, tg, "sendMessage", {**close, "text": "again"}))[0] == 200
+    assert await call(http, tg, "closeForumTopic", {**close, "message_thread_id": 999}) == err(
+        400, "Bad Request: TOPIC_ID_INVALID")
+    assert await call(http, tg, "closeForumTopic", {**close, "chat_id": plain.id}) == err(
+        400, "Bad Request: the chat is not a forum")
+    # a topic the bot created can be closed by it even without the right to manage topics
+    tg.add_bot_to_group(bot, forum, by=aiko, admin=True)
+    assert (await call(http, tg, "closeForumTopic", close))[0] == 200
+    other = await tg.user_creates_topic(aiko, forum, "Aiko's own")
+    assert await call(http, tg, "closeForumTopic", {**close, "message_thread_id": other}) == err(
+        400, "Bad Request: not enough rights to manage forum topics")
+    assert tg.internal_errors == []
+
+
+async def test_users_write_in_forum_topics(tg, http):
+    bot, aiko = world(tg)
+    ken = tg.add_user("Ken", username="ken")
+    forum = tg.create_group("Advisors", [aiko, ken], forum=True)
+    tg.add_bot_to_group(bot, forum, by=aiko, admin=True, rights={"can_manage_topics": True})
+    bot._pending.clear()
+    _, body = await call(http, tg, "createForumTopic", {"chat_id": forum.id, "name": "Tom"})
+    tid = body["result"]["message_thread_id"]
+    assert tg.pending_updates(bot) == []  # a bot does not get updates about its own actions
+    own = await tg.user_creates_topic(aiko, forum, "Team chat")
+    [created] = tg.pending_updates(bot)
+    assert created["message"]["forum_topic_created"]["name"] == "Team chat"
+    assert created["message"]["message_thread_id"] == own
+
+    await tg.user_sends(ken, "I'll take this", chat=forum, thread_id=tid)
+    await tg.user_sends(ken, "morning all", chat=forum)
+    photo = await tg.user_sends_photo(ken, caption="the receipt", chat=forum, thread_id=tid)
+    in_topic, general, with_photo = (u["message"] for u in tg.pending_updates(bot)[1:])
+    assert in_topic["message_thread_id"] == tid and in_topic["is_topic_message"] is True
+    assert in_topic["reply_to_message"]["forum_topic_created"]["name"] == "Tom"
+    assert in_topic["reply_to_message"]["from"]["id"] == bot.id
+    assert "message_thread_id" not in general and "reply_to_message" not in general
+    assert with_photo["caption"] == "the receipt" and with_photo["message_thread_id"] == tid
+    reply = await tg.user_sends(aiko, "thanks", chat=forum, reply_to=in_topic["message_id"])
+    assert reply["message_thread_id"] == tid  # a reply lands in the replied message's topic
+    assert reply["reply_to_message"]["message_id"] == in_topic["message_id"]
+    # the bot can pass a user's photo on by file_id
+    await tg.user_sends(aiko, "/start")
+    file_id = photo["photo"][-1]["file_id"]
+    _, again = await call(http, tg, "sendPhoto", {"chat_id": aiko.id, "photo": file_id})
+    assert again["result"]["photo"][-1]["file_id"] == file_id
+
+    await call(http, tg, "closeForumTopic", {"chat_id": forum.id, "message_thread_id": tid})
+    closed = tg.pending_updates(bot)[-1]["message"]
+    assert closed.get("forum_topic_closed") is None  # the bot closed it itself: no update
+    with pytest.raises(ValueError, match="closed"):
+        await tg.user_sends(ken, "one more thing", chat=forum, thread_id=tid)
+    await tg.user_sends(aiko, "owner can still write", chat=forum, thread_id=tid)
+    with pytest.raises(ValueError):
+        await tg.user_sends(ken, "x", chat=forum, thread_id=12345)
+    with pytest.raises(ValueError):
+        await tg.user_sends(ken, "x", thread_id=tid)  # private chats have no topics
+    tg.delete_topic(forum, tid)
+    assert await call(http, tg, "sendMessage", {
+        "chat_id": forum.id, "text": "x", "message_thread_id": tid}) == err(
+        400, "Bad Request: message thread not found")
+    assert await call(http, tg, "reopenForumTopic", {
+        "chat_id": forum.id, "message_thread_id": tid}) == err(
+        400, "Bad Request: TOPIC_ID_INVALID")
+    assert tg.internal_errors == []
+
+
 async def test_copy_and_forward(tg, http):
     bot, aiko = world(tg)
     group = tg.create_group("G", [aiko])
@@ -927,6 +1056,38 @@ async def test_aiogram_round_trip():
             assert await bot.log_out() is True
             with pytest.raises(TelegramUnauthorizedError):
                 await bot.get_me()
+            assert tg.internal_errors == []
+        finally:
+            await bot.session.close()
+
+
+async def test_aiogram_forum_round_trip():
+    from aiogram.exceptions import TelegramBadRequest
+
+    async with BotAPIDouble(limits=FloodLimits.off()) as tg:
+        bot_user, aiko = world(tg)
+        forum = tg.create_group("Advisors", [aiko], forum=True)
+        tg.add_bot_to_group(bot_user, forum, by=aiko, admin=True,
+                            rights={"can_manage_topics": True})
+        bot = aiogram_bot(tg)
+        try:
+            bot_user._pending.clear()
+            topic = await bot.create_forum_topic(forum.id, "Tom · en · #7")
+            assert topic.name == "Tom · en · #7" and topic.icon_color == 7322096
+            sent = await bot.send_message(forum.id, "card",
+                                          message_thread_id=topic.message_thread_id)
+            assert sent.is_topic_message and sent.message_thread_id == topic.message_thread_id
+            assert sent.reply_to_message.forum_topic_created.name == "Tom · en · #7"
+            await tg.user_sends(aiko, "hello Tom", chat=forum,
+                                thread_id=topic.message_thread_id)
+            [update] = await bot.get_updates(timeout=1)
+            assert update.message.is_topic_message
+            assert update.message.message_thread_id == topic.message_thread_id
+            assert update.message.chat.is_forum
+            assert await bot.close_forum_topic(forum.id, topic.message_thread_id) is True
+            with pytest.raises(TelegramBadRequest, match="TOPIC_CLOSED"):
+                await bot.send_message(forum.id, "x", message_thread_id=topic.message_thread_id)
+            assert await bot.reopen_forum_topic(forum.id, topic.message_thread_id) is True
             assert tg.internal_errors == []
         finally:
             await bot.session.close()

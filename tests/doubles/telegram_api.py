@@ -23,6 +23,12 @@ What it models (see the module README in the report / docstrings below):
   with backoff, the secret-token header, and methods returned in the webhook reply.
 * Privacy mode, blocking, group membership, flood limits driven by an injectable clock,
   Telegram's error texts for the common failure cases.
+* Forum supergroups (``create_group(..., forum=True)``, ``is_forum`` on the Chat): topics made by
+  createForumTopic (or a user, :meth:`BotAPIDouble.user_creates_topic`), closeForumTopic,
+  reopenForumTopic, ``message_thread_id`` on sendMessage/sendPhoto, users writing into a topic
+  (``user_sends(..., thread_id=...)``, :meth:`BotAPIDouble.user_sends_photo`).  As in Telegram,
+  a topic's thread id is the id of its ``forum_topic_created`` service message, and a topic
+  message that replies to nothing carries that service message as ``reply_to_message``.
 
 Things to know:
 
@@ -35,6 +41,10 @@ Things to know:
 * Webhooks: set by the bot with setWebhook (http:// URLs are accepted here); delivery retries use
   ``webhook_retry_delay``/``webhook_max_retries`` (constructor), failures land in
   ``webhook_failures`` and ``stats``; a method in the webhook response body is executed.
+* Forums: a bot needs ``can_manage_topics`` (``add_bot_to_group(..., admin=True,
+  rights={"can_manage_topics": True})``) to create topics and to close/reopen topics it did not
+  create; sending into a closed topic fails with "TOPIC_CLOSED", into an unknown one with
+  "message thread not found".  ``message_thread_id`` is ignored outside forums.
 * ``sent_messages()`` lists each sent message once, in its current (edited) state; see ``edits()``
   and ``deleted_messages()``.  Bugs inside the double are caught (HTTP 500) and recorded in
   ``internal_errors`` -- assert it is empty at the end of a test.
@@ -534,11 +544,23 @@ class FakeChat:
     admin_rights: dict[int, dict[str, bool]] = field(default_factory=dict, repr=False)
     invite_links: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     join_requests: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+    is_forum: bool = False  # a supergroup with topics
+    # thread id -> {"name", "icon_color", "closed", "creator" (user id), "root" (service message)}
+    topics: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
     _bots: dict[int, FakeBot] = field(default_factory=dict, repr=False)
 
     @property
     def is_group(self) -> bool:
         return self.type in ("group", "supergroup")
+
+    def can_manage_topics(self, user: FakeUser | int) -> bool:
+        uid = user if isinstance(user, int) else user.id
+        status = self.members.get(uid)
+        if status == "creator":
+            return True
+        return status == "administrator" and bool(
+            self.admin_rights.get(uid, {}).get("can_manage_topics")
+        )
 
     def as_dict(self) -> dict[str, Any]:
         if self.type == "private" and self.user is not None:
@@ -552,6 +574,8 @@ class FakeChat:
         d = {"id": self.id, "type": self.type, "title": self.title or ""}
         if self.username:
             d["username"] = self.username
+        if self.is_forum:
+            d["is_forum"] = True
         return d
 
     def status_of(self, user: FakeUser | int) -> str:
@@ -1357,11 +1381,15 @@ class BotAPIDouble:
         chat_id: int | None = None,
         username: str | None = None,
         admins: Iterable[FakeUser] = (),
+        forum: bool = False,
     ) -> FakeChat:
         """Create a group; the first member becomes its creator, ``admins`` administrators.
 
         Bots are added with :meth:`add_bot_to_group` (which produces the membership updates).
+        ``forum=True`` makes a supergroup with topics.
         """
+        if forum and not supergroup:
+            raise ValueError("only supergroups can have topics")
         if chat_id is None:
             n = next(self._group_ids)
             chat_id = -(1_000_000_000_000 + 4_000_000 + n) if supergroup else -(4_000_000 + n)
@@ -1375,6 +1403,7 @@ class BotAPIDouble:
             type="supergroup" if supergroup else "group",
             title=title,
             username=username,
+            is_forum=forum,
         )
         for i, user in enumerate(members):
             if isinstance(user, FakeBot):
@@ -1403,19 +1432,33 @@ class BotAPIDouble:
             group.admin_rights.setdefault(user.id, dict(_DEFAULT_ADMIN_RIGHTS))
 
     def add_bot_to_group(
-        self, bot: FakeBot, group: FakeChat, *, by: FakeUser, admin: bool = False
+        self,
+        bot: FakeBot,
+        group: FakeChat,
+        *,
+        by: FakeUser,
+        admin: bool = False,
+        rights: dict[str, bool] | None = None,
     ) -> None:
-        """Add (or promote) a bot: my_chat_member to it, new_chat_members service message."""
+        """Add (or promote) a bot: my_chat_member to it, new_chat_members service message.
+
+        ``rights`` (with ``admin=True``) override the default administrator rights, e.g.
+        ``{"can_manage_topics": True}`` for a forum workspace bot.
+        """
+        if rights and not admin:
+            raise ValueError("rights are for administrators (admin=True)")
         old_status = group.members.get(bot.id, "left")
         new_status = "administrator" if admin else "member"
-        if old_status == new_status:
+        if old_status == new_status and group.admin_rights.get(bot.id) == (
+            {**_DEFAULT_ADMIN_RIGHTS, **(rights or {})} if admin else None
+        ):
             return
         old = self._chat_member(group, bot)
         group._bots[bot.id] = bot
         group.users[bot.id] = bot
         group.members[bot.id] = new_status
         if admin:
-            group.admin_rights[bot.id] = dict(_DEFAULT_ADMIN_RIGHTS)
+            group.admin_rights[bot.id] = {**_DEFAULT_ADMIN_RIGHTS, **(rights or {})}
         else:
             group.admin_rights.pop(bot.id, None)
         new = self._chat_member(group, bot)
@@ -1530,34 +1573,101 @@ class BotAPIDouble:
         chat: FakeChat | None = None,
         reply_to: int | None = None,
         bot: FakeBot | None = None,
+        thread_id: int | None = None,
     ) -> dict[str, Any]:
-        """A user message; returns the Message. ``chat=None`` = the private chat with ``bot``."""
+        """A user message; returns the Message. ``chat=None`` = the private chat with ``bot``.
+
+        ``thread_id``: the forum topic it is written in (a reply to a topic message lands in
+        that topic too); without it a message in a forum goes to the General topic.
+        """
+        content: dict[str, Any] = {"text": text}
+        entities = auto_entities(text)
+        if entities:
+            content["entities"] = entities
+        return self._user_message(user, content, text, chat=chat, reply_to=reply_to, bot=bot,
+                                  thread_id=thread_id)
+
+    async def user_sends_photo(
+        self,
+        user: FakeUser,
+        *,
+        caption: str = "",
+        chat: FakeChat | None = None,
+        reply_to: int | None = None,
+        bot: FakeBot | None = None,
+        thread_id: int | None = None,
+        data: bytes = b"\xff\xd8\xff\xe0fake-jpeg",
+    ) -> dict[str, Any]:
+        """A user sends a photo (with an optional caption); the bot can re-send its file_id."""
+        if not data:
+            raise ValueError("a photo needs data")
+        info = self._new_file(data)
+        sizes = info.setdefault("_photo_sizes", self._make_sizes(info))
+        content: dict[str, Any] = {"photo": [dict(x) for x in sizes]}
+        if caption:
+            content["caption"] = caption
+            entities = auto_entities(caption)
+            if entities:
+                content["caption_entities"] = entities
+        return self._user_message(user, content, caption, chat=chat, reply_to=reply_to,
+                                  bot=bot, thread_id=thread_id)
+
+    def _user_message(
+        self,
+        user: FakeUser,
+        content: dict[str, Any],
+        text: str,
+        *,
+        chat: FakeChat | None,
+        reply_to: int | None,
+        bot: FakeBot | None,
+        thread_id: int | None,
+    ) -> dict[str, Any]:
         target = self._bot(bot) if chat is None or chat.type == "private" else None
         if target is not None:
+            if thread_id is not None:
+                raise ValueError("topics exist only in forum supergroups")
             if target.id in user.blocked_bots:
                 raise RuntimeError("the user blocked this bot; call user_unblocks_bot() first")
             user.started_bots.add(target.id)
             key: tuple[Any, ...] = ("p", target.id, user.id)
             chat_obj = user.private_chat
         else:
+            assert chat is not None
             if chat.members.get(user.id) not in _ACTIVE_STATUSES:
                 raise ValueError(f"{user.first_name} is not a member of {chat.title!r}")
             key = ("g", chat.id)
             chat_obj = chat
+        replied = None
+        if reply_to is not None:
+            replied = self._messages[key].get(reply_to)
+            if replied is None:
+                raise ValueError(f"message {reply_to} not found in this chat")
+        topic = None
+        if chat_obj.is_forum:
+            if thread_id is None and replied is not None and replied.get("is_topic_message"):
+                thread_id = replied["message_thread_id"]
+            if thread_id is not None:
+                topic = chat_obj.topics.get(thread_id)
+                if topic is None:
+                    raise ValueError(f"no topic {thread_id} in {chat_obj.title!r}")
+                if topic["closed"] and not chat_obj.can_manage_topics(user):
+                    raise ValueError(f"topic {topic['name']!r} is closed")
+        elif thread_id is not None:
+            raise ValueError("topics exist only in forum supergroups")
         msg: dict[str, Any] = {
             "message_id": self._next_message_id(key),
             "from": user.as_dict(),
             "chat": chat_obj.as_dict(),
             "date": _now_ts(),
-            "text": text,
         }
-        entities = auto_entities(text)
-        if entities:
-            msg["entities"] = entities
-        if reply_to is not None:
-            replied = self._messages[key].get(reply_to)
-            if replied is None:
-                raise ValueError(f"message {reply_to} not found in this chat")
+        if topic is not None:
+            msg["message_thread_id"] = thread_id
+            msg["is_topic_message"] = True
+        msg.update(content)
+        if replied is None and topic is not None:
+            replied = topic["root"]  # Telegram: a topic message "replies" to the topic's start
+        if replied is not None:
             msg["reply_to_message"] = self._reply_snapshot(replied)
         self._messages[key][msg["message_id"]] = msg
         if target is not None:
@@ -1567,6 +1677,24 @@ class BotAPIDouble:
                 if self._bot_sees(b, chat_obj, msg, text):
                     self._enqueue(b, "message", msg, queue_id=chat_obj.id)
         return msg
+
+    async def user_creates_topic(
+        self, user: FakeUser, group: FakeChat, name: str, *, icon_color: int = 7322096
+    ) -> int:
+        """A member with ``can_manage_topics`` (or the creator) opens a topic; its thread id."""
+        if not group.is_forum:
+            raise ValueError(f"{group.title!r} is not a forum")
+        if not group.can_manage_topics(user):
+            raise ValueError(f"{user.first_name} may not create topics in {group.title!r}")
+        return self._new_topic(group, user, name, icon_color, None)["message_thread_id"]
+
+    def delete_topic(self, group: FakeChat, thread_id: int) -> None:
+        """An administrator deletes a topic with all its messages (no updates, like Telegram)."""
+        if group.topics.pop(thread_id, None) is None:
+            raise ValueError(f"no topic {thread_id}")
+        stored = self._messages.get(("g", group.id), {})
+        for mid in [m for m, v in stored.items() if v.get("message_thread_id") == thread_id]:
+            del stored[mid]
 
     async def user_presses(
         self,
@@ -1643,6 +1771,11 @@ class BotAPIDouble:
         if bot is None:
             return list(source)
         return [m for m in source if m["from"]["id"] == bot.id]
+
+    def sent_in_topic(self, chat_id: int, thread_id: int | None) -> list[dict[str, Any]]:
+        """Messages bots sent into one topic of a forum (``None``: the General topic)."""
+        return [m for m in self._sent_by_chat.get(chat_id, [])
+                if m.get("message_thread_id") == thread_id]
 
     def edits(self, chat_id: int | None = None) -> list[dict[str, Any]]:
         """Snapshots of messages after each successful edit*, in order."""
@@ -2308,6 +2441,92 @@ class BotAPIDouble:
         self._record_sent(msg)
         return msg
 
+    # ---- internals: forum topics ------------------------------------------------------------
+
+    def _topic_service_message(
+        self, chat: FakeChat, actor: FakeUser, thread_id: int | None, **content: Any
+    ) -> dict[str, Any]:
+        """A service message in a topic (created/closed/reopened), seen by the other bots."""
+        key = ("g", chat.id)
+        msg: dict[str, Any] = {
+            "message_id": self._next_message_id(key),
+            "from": actor.as_dict(),
+            "chat": chat.as_dict(),
+            "date": _now_ts(),
+        }
+        msg["message_thread_id"] = msg["message_id"] if thread_id is None else thread_id
+        msg["is_topic_message"] = True
+        msg.update(content)
+        if thread_id is not None and thread_id in chat.topics:
+            msg["reply_to_message"] = self._reply_snapshot(chat.topics[thread_id]["root"])
+        self._messages[key][msg["message_id"]] = msg
+        for b in self._bots_in(chat):
+            if b.id != actor.id:  # Telegram does not send a bot its own actions
+                self._enqueue(b, "message", msg, queue_id=chat.id)
+        return msg
+
+    def _new_topic(
+        self,
+        chat: FakeChat,
+        creator: FakeUser,
+        name: str,
+        icon_color: int,
+        icon_custom_emoji_id: str | None,
+    ) -> dict[str, Any]:
+        created: dict[str, Any] = {"name": name, "icon_color": icon_color}
+        if icon_custom_emoji_id:
+            created["icon_custom_emoji_id"] = icon_custom_emoji_id
+        root = self._topic_service_message(chat, creator, None, forum_topic_created=created)
+        thread_id = root["message_id"]
+        chat.topics[thread_id] = {
+            "name": name,
+            "icon_color": icon_color,
+            "closed": False,
+            "creator": creator.id,
+            "root": root,
+        }
+        return {"message_thread_id": thread_id, **created}
+
+    def _send_thread(self, chat: FakeChat, p: dict[str, Any]) -> dict[str, Any] | None:
+        """The topic a send goes to (``message_thread_id``); None for General or non-forums."""
+        if not chat.is_forum or not _present(p, "message_thread_id"):
+            return None
+        thread_id = _int(p, "message_thread_id")
+        topic = chat.topics.get(thread_id or 0)
+        if topic is None:
+            raise _bad("message thread not found")
+        if topic["closed"]:
+            raise _bad("TOPIC_CLOSED")
+        return topic
+
+    @staticmethod
+    def _in_topic(content: dict[str, Any], topic: dict[str, Any] | None) -> dict[str, Any]:
+        if topic is None:
+            return content
+        root = topic["root"]
+        placed: dict[str, Any] = {
+            "message_thread_id": root["message_id"],
+            "is_topic_message": True,
+        }
+        placed.update(content)
+        placed.setdefault("reply_to_message", BotAPIDouble._reply_snapshot(root))
+        return placed
+
+    def _forum_topic(self, bot: FakeBot, p: dict[str, Any]) -> tuple[FakeChat, dict[str, Any]]:
+        """Chat and topic for closeForumTopic/reopenForumTopic, with Telegram's checks."""
+        chat = self._resolve_chat(p)
+        if chat.type != "private":
+            self._check_access(bot, chat, sending=False)
+        if not chat.is_forum:
+            raise _bad("the chat is not a forum")
+        thread_id = _int(p, "message_thread_id")
+        topic = chat.topics.get(thread_id or 0)
+        if topic is None:
+            raise _bad("TOPIC_ID_INVALID")
+        if topic["creator"] != bot.id and not chat.can_manage_topics(bot):
+            raise _bad("not enough rights to manage forum topics")
+        return chat, topic
+
     def _new_file(self, data: bytes | None, *, kind: str = "photos", ext: str = "jpg") -> dict:
         n = next(self._file_seq)
         file_id = f"AgACAgIAAxkBAAI{n:08d}{secrets.token_hex(8)}"
@@ -2521,6 +2740,7 @@ class BotAPIDouble:
             raise _bad("message is too long")
         markup = self._reply_markup(p)
         reply = self._reply_to(bot, chat, p)
+        topic = self._send_thread(chat, p)
         self._flood_check(bot, chat)
         content: dict[str, Any] = {"text": text}
         if entities:
@@ -2532,7 +2752,7 @@ class BotAPIDouble:
         lpo = _json_param(p, "link_preview_options", "can't parse link preview options")
         if isinstance(lpo, dict) and lpo:
             content["link_preview_options"] = lpo
-        return self._new_bot_message(bot, chat, content, p)
+        return self._new_bot_message(bot, chat, self._in_topic(content, topic), p)
 
     def _m_sendPhoto(self, bot: FakeBot, p: dict[str, Any]) -> Any:
         chat = self._resolve_chat(p)
@@ -2542,6 +2762,7 @@ class BotAPIDouble:
             raise _bad("message caption is too long")
         markup = self._reply_markup(p)
         reply = self._reply_to(bot, chat, p)
+        topic = self._send_thread(chat, p)
         sizes = self._photo_sizes(p)
         self._flood_check(bot, chat)
         content: dict[str, Any] = {"photo": [dict(s) for s in sizes]}
@@ -2553,7 +2774,7 @@ class BotAPIDouble:
             content[reply[0]] = reply[1]
         if markup is not None:
             content["reply_markup"] = markup
-        return self._new_bot_message(bot, chat, content, p)
+        return self._new_bot_message(bot, chat, self._in_topic(content, topic), p)
 
     def _editable(self, bot: FakeBot, p: dict[str, Any], *, what: str = "edit") -> dict:
         if _present(p, "inline_message_id"):
@@ -2934,6 +3155,39 @@ class BotAPIDouble:
         if info is None:
             raise _bad("invalid file_id")
         return {k: info[k] for k in ("file_id", "file_unique_id", "file_size", "file_path")}
+
+    def _m_createForumTopic(self, bot: FakeBot, p: dict[str, Any]) -> Any:
+        chat = self._resolve_chat(p)
+        if chat.type != "private":
+            self._check_access(bot, chat, sending=False)
+        if not chat.is_forum:
+            raise _bad("the chat is not a forum")
+        if not chat.can_manage_topics(bot):
+            raise _bad("not enough rights to create a topic")
+        name = " ".join((_str(p, "name") or "").split())
+        if not name:
+            raise _bad("title must be non-empty")
+        color = _int(p, "icon_color") or 7322096
+        # Telegram cuts a longer name to 128 characters rather than refusing it.
+        return self._new_topic(chat, bot, name[:128], color, _str(p, "icon_custom_emoji_id"))
+
+    def _m_closeForumTopic(self, bot: FakeBot, p: dict[str, Any]) -> Any:
+        chat, topic = self._forum_topic(bot, p)
+        if topic["closed"]:
+            raise _bad("TOPIC_NOT_MODIFIED")
+        topic["closed"] = True
+        self._topic_service_message(chat, bot, topic["root"]["message_id"],
+                                    forum_topic_closed={})
+        return True
+
+    def _m_reopenForumTopic(self, bot: FakeBot, p: dict[str, Any]) -> Any:
+        chat, topic = self._forum_topic(bot, p)
+        if not topic["closed"]:
+            raise _bad("TOPIC_NOT_MODIFIED")
+        topic["closed"] = False
+        self._topic_service_message(chat, bot, topic["root"]["message_id"],
+                                    forum_topic_reopened={})
+        return True
 
 
 class _Described:
