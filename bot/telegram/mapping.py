@@ -67,6 +67,10 @@ def incoming_message(message: Message, *, bot_id: int, bot_username: str) -> Inc
         elif entity.type == "text_mention" and entity.user and entity.user.id == bot_id:
             mentions_bot = True
     reply = message.reply_to_message
+    if reply is not None and reply.forum_topic_created is not None:
+        # In a forum topic every message "replies" to the topic's creation message; that is
+        # where it was written, not something the user answered.
+        reply = None
     reply_to_bot = bool(reply and reply.from_user and reply.from_user.id == bot_id)
     image = None
     if message.photo:
@@ -89,7 +93,18 @@ def incoming_message(message: Message, *, bot_id: int, bot_username: str) -> Inc
         reply_to_bot=reply_to_bot,
         reply_to_message_id=str(reply.message_id) if reply else None,
         image=image,
+        thread_id=thread_id(message),
     )
+
+
+def thread_id(message: Message) -> str | None:
+    """The forum topic a message was written in (None: a plain chat or the General topic).
+
+    Outside forums ``message_thread_id`` also marks reply threads; only topic messages count.
+    """
+    if message.is_topic_message and message.message_thread_id is not None:
+        return str(message.message_thread_id)
+    return None
 
 
 def callback(query: CallbackQuery) -> Callback | None:

@@ -78,6 +78,8 @@ class TelegramStartError(RuntimeError):
 
 
 class TelegramPlatform:
+    """Also a :class:`bot.core.ports.GroupAdmin` and a :class:`bot.core.ports.ForumAdmin`."""
+
     name = mapping.PLATFORM
     capabilities = PlatformCapabilities(
         buttons=True, images=True, max_text_length=4096, max_caption_length=1024
@@ -320,11 +322,7 @@ class TelegramPlatform:
     async def send_part(
         self, chat: ChatRef, text: str, message: OutgoingMessage, *, with_extras: bool
     ) -> SentPart:
-        try:
-            chat_id = int(chat.id)
-        except ValueError:
-            raise PermanentSendError("Bad Request: chat not found",
-                                     recipient_unreachable=True) from None
+        chat_id = _chat_id(chat)
         common: dict[str, Any] = {}
         if message.reply_to and message.reply_to.isdigit():
             common["reply_parameters"] = ReplyParameters(
@@ -332,6 +330,8 @@ class TelegramPlatform:
             )
         if message.format == "html":
             common["parse_mode"] = "HTML"
+        if message.thread_id is not None:
+            common["message_thread_id"] = _thread(message.thread_id)
         markup = None
         if with_extras and message.buttons:
             markup = InlineKeyboardMarkup(
@@ -374,6 +374,8 @@ class TelegramPlatform:
         payload: dict[str, Any] = {"chat_id": chat_id, "text": text}
         if "parse_mode" in common:
             payload["parse_mode"] = common["parse_mode"]
+        if "message_thread_id" in common:
+            payload["message_thread_id"] = common["message_thread_id"]
         if "reply_parameters" in common:
             payload["reply_parameters"] = {"message_id": int(message.reply_to or 0),
                                            "allow_sending_without_reply": True}
@@ -418,6 +420,30 @@ class TelegramPlatform:
             raise TransientSendError(f"network error: {exc!r}") from exc
         except TelegramAPIError as exc:
             raise TransientSendError(exc.message) from exc
+
+    # ------------------------------------------------------------------ forum topics
+    async def create_forum_topic(self, chat: ChatRef, name: str) -> str:
+        """A new topic in a forum supergroup (the bot needs can_manage_topics); its thread id."""
+        topic = await self._call(self.bot.create_forum_topic(_chat_id(chat), name[:128]))
+        return str(topic.message_thread_id)
+
+    async def close_forum_topic(self, chat: ChatRef, thread_id: str) -> None:
+        """Close a topic; closing a closed topic is not an error (TOPIC_NOT_MODIFIED)."""
+        await self._unchanged_is_fine(
+            self.bot.close_forum_topic(_chat_id(chat), _thread(thread_id)))
+
+    async def reopen_forum_topic(self, chat: ChatRef, thread_id: str) -> None:
+        """Reopen a topic; reopening an open topic is not an error. A deleted topic raises
+        :class:`PermanentSendError` ("TOPIC_ID_INVALID")."""
+        await self._unchanged_is_fine(
+            self.bot.reopen_forum_topic(_chat_id(chat), _thread(thread_id)))
+
+    async def _unchanged_is_fine(self, call: Awaitable[Any]) -> None:
+        try:
+            await self._call(call)
+        except PermanentSendError as exc:
+            if "TOPIC_NOT_MODIFIED" not in exc.description.upper():
+                raise
 
     # ------------------------------------------------------------------ group admin
     async def create_invite_link(
@@ -472,6 +498,21 @@ class TelegramPlatform:
             await self.bot.answer_callback_query(callback.callback_id, text=text)
         except (TelegramAPIError, ClientError, TimeoutError, OSError) as exc:
             log.info("answerCallbackQuery failed", extra={"error": str(exc)[:200]})
+
+
+def _chat_id(chat: ChatRef) -> int:
+    try:
+        return int(chat.id)
+    except ValueError:
+        raise PermanentSendError("Bad Request: chat not found",
+                                 recipient_unreachable=True) from None
+
+
+def _thread(thread_id: str) -> int:
+    try:
+        return int(thread_id)
+    except ValueError:
+        raise PermanentSendError("Bad Request: message thread not found") from None
 
 
 def _envelope_error(status: int, body: dict[str, Any]) -> Exception:
