@@ -56,7 +56,10 @@ TEXTS: dict[str, str] = {
     "card_status_waiting": "{trigger} · waiting in the queue",
     "card_status_assigned": "{trigger} · assigned to {advisor}",
     "card_contact": "{platform} {handle} · customer since {since}",
-    "card_crm": "Tier: {tier} · level: {level} · tags: {tags} · orders: {orders}",
+    "card_crm_tier": "Tier: {tier}",
+    "card_crm_level": "level: {level}",
+    "card_crm_tags": "tags: {tags}",
+    "card_crm_orders": "orders: {orders}",
     "card_senior": "⚠ Needs a senior advisor",
     "card_question": "❓ The bot could not answer:\n{question}",
     "card_history": "Last messages:",
@@ -446,9 +449,14 @@ class ForumWorkspace:
         crm = profile.get("crm")
         if isinstance(crm, dict):
             tags = ", ".join(str(t.get("tag")) for t in crm.get("tags") or [] if t.get("tag"))
-            lines.append(say("card_crm", tier=crm.get("tier") or "-",
-                             level=crm.get("member_level") or "-", tags=tags or "-",
-                             orders=crm.get("order_count") or 0))
+            parts = [say("card_crm_tier", tier=crm.get("tier") or "-")]
+            if crm.get("member_level"):
+                parts.append(say("card_crm_level", level=crm["member_level"]))
+            if tags:
+                parts.append(say("card_crm_tags", tags=tags))
+            if crm.get("order_count"):
+                parts.append(say("card_crm_orders", orders=crm["order_count"]))
+            lines.append(" · ".join(parts))
         return lines
 
     async def _history(self, conversation_id: int) -> list[str]:
