@@ -119,6 +119,7 @@ TRIGGERS = {
 
 HISTORY = 6  # transcript lines on the card
 LINE = 300  # characters of one quoted message on the card
+REMEMBER = 5000  # conversations (and unrated resolutions) kept in memory
 
 
 def say(key: str, **values: Any) -> str:
@@ -220,7 +221,7 @@ class ForumWorkspace:
         """A desk listener: queue the event for the forum (never blocks the caller)."""
         kind = event.get("type")
         if kind == "resolved" and isinstance(event.get("handoff_id"), int):
-            self._resolved[event["handoff_id"]] = int(event["conversation_id"])
+            _put(self._resolved, event["handoff_id"], int(event["conversation_id"]))
         if kind not in ("handoff", "assigned", "unassigned", "message", "message_status",
                         "note", "resolved", "csat"):
             return
@@ -231,6 +232,14 @@ class ForumWorkspace:
         self._enqueue(job)
 
     async def _handle(self, e: dict[str, Any]) -> None:
+        try:
+            await self._mirror(e)
+        finally:
+            conversation_id = e.get("conversation_id")
+            if e["type"] == "resolved" and isinstance(conversation_id, int):
+                self._topics.pop(conversation_id, None)  # nothing more comes for it
+
+    async def _mirror(self, e: dict[str, Any]) -> None:
         kind = e["type"]
         if kind == "handoff":
             await self._open_topic(int(e["conversation_id"]))
@@ -280,7 +289,7 @@ class ForumWorkspace:
 
     def _remember(self, view: HandoffView, thread_id: str) -> _Topic:
         topic = _Topic(thread_id, view.customer, view.platform, view.contact_id)
-        self._topics[view.conversation_id] = topic
+        _put(self._topics, view.conversation_id, topic)
         return topic
 
     async def _mirror_customer(self, topic: _Topic, e: dict[str, Any]) -> None:
@@ -617,6 +626,14 @@ def topic_name(view: HandoffView) -> str:
 def _label(a: AdvisorView) -> str:
     return f"{a.display_name} (@{a.telegram_username})" if a.telegram_username \
         else a.display_name
+
+
+def _put(memory: dict[Any, Any], key: Any, value: Any) -> None:
+    """Remember ``key``, forgetting the oldest entries beyond :data:`REMEMBER`."""
+    memory.pop(key, None)
+    memory[key] = value
+    while len(memory) > REMEMBER:
+        del memory[next(iter(memory))]
 
 
 def _status(e: dict[str, Any]) -> str:

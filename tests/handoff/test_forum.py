@@ -407,3 +407,15 @@ async def test_install_wires_the_workspace_into_the_app(w: World) -> None:
     elsewhere = IncomingMessage(chat=chat("100"), sender=UserRef("fake", "100"), text="hi")
     assert not await ws.intercept(elsewhere)
     await ws.stop()
+
+
+def test_the_workspace_remembers_a_bounded_number_of_conversations(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.handoff import forum
+
+    monkeypatch.setattr(forum, "REMEMBER", 3)
+    memory: dict[int, str] = {}
+    for n in range(5):
+        forum._put(memory, n, str(n))
+    forum._put(memory, 2, "again")
+    assert memory == {3: "3", 4: "4", 2: "again"}
