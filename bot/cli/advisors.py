@@ -12,6 +12,7 @@ import csv
 import functools
 import getpass
 import sys
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def _command(fn: Callable[[argparse.Namespace, Desk], Awaitable[int]]) -> Comman
             db = Database(settings.database.url, echo=settings.database.echo)
             # The running bot's shared state (Redis when configured): shift changes reach the
             # live consoles and routing takes the same lock as the bot's workers.
-            shared = build_shared_state(settings, _monotonic)
+            shared = build_shared_state(settings, time.monotonic)
             try:
                 await db.upgrade()
                 outbound = Outbound(db=db, platforms={}, rate_limiter=shared.rate_limiter,
@@ -78,12 +79,6 @@ def _command(fn: Callable[[argparse.Namespace, Desk], Awaitable[int]]) -> Comman
         return run_guarded(go)
 
     return run
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _csv_list(value: str | None) -> list[str] | None:
