@@ -7,6 +7,7 @@ code twice: the loser of a race gets an ``IntegrityError`` and re-reads.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 from collections.abc import Callable
@@ -228,7 +229,7 @@ class CouponService:
         body = "".join(secrets.choice(CODE_ALPHABET) for _ in range(self.code_length))
         return f"{prefix}-{body}" if prefix else body
 
-    async def codes_of(self, contact_id: int) -> list[tuple[str, str]]:
+    async def codes_of(self, contact_id: int) -> builtins.list[tuple[str, str]]:
         async with self.db.session() as s:
             rows = (await s.execute(
                 select(CouponCampaign.name, CouponCode.code)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -224,7 +225,7 @@ class _Committer:
             results, self._results = self._results, []
             if intents or results:
                 try:
-                    await retry_locked(lambda i=intents, r=results: self._write(i, r))
+                    await retry_locked(functools.partial(self._write, intents, results))
                 except BaseException as exc:  # the sender must not go on blindly
                     self.error = exc
                     for _, fut in intents:
@@ -566,7 +567,7 @@ class DeliveryEngine:
         contacts = {r.contact_id for r in rows if r.contact_id is not None
                     and r.chat.kind is ChatKind.PRIVATE}
         groups = {r.group_id for r in rows if r.group_id is not None}
-        counts: dict[tuple[str, int], int] = {}
+        counts: dict[tuple[str, int | None], int] = {}
         async with self.db.session() as s:
             if contacts:
                 private = await s.execute(

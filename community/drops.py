@@ -13,6 +13,7 @@ recorded as missed too.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -451,7 +452,7 @@ class DropService:
             self.scheduler.discard(job_id(drop_id))
         return await self.get(drop_id)
 
-    async def reports(self, drop_id: int) -> list[RunReport]:
+    async def reports(self, drop_id: int) -> builtins.list[RunReport]:
         await self.get(drop_id)
         async with self.db.session() as s:
             runs = list((await s.execute(select(DropRun.id).where(DropRun.drop_id == drop_id)

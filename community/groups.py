@@ -5,7 +5,7 @@ capacity, tags and a pool; plus manager alerts (a pool running out of seats, a m
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -298,8 +298,8 @@ class GroupService:
         return [GroupInfo(g, names.get(g.pool_id) if g.pool_id else None, tags.get(g.id, []))
                 for g in groups]
 
-    async def tag(self, ref: str | int, *, add: list[str] = (),  # type: ignore[assignment]
-                  remove: list[str] = ()) -> GroupInfo:  # type: ignore[assignment]
+    async def tag(self, ref: str | int, *, add: Sequence[str] = (),
+                  remove: Sequence[str] = ()) -> GroupInfo:
         group = await self.find(ref)
         add = [check_name(t.strip().lower(), "tag") for t in add]
         remove = [t.strip().lower() for t in remove]

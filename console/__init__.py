@@ -14,13 +14,22 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from console import canned, conversation, inbox, live, login, performance
+from console import (
+    canned,
+    conversation,
+    inbox,
+    live,
+    login,
+    manage_community,
+    manage_crm,
+    performance,
+)
 from console.site import Console
 
 log = logging.getLogger(__name__)
 
 CONSOLE_KEY = web.AppKey("kizuna_console", Console)
-MODULES = (login, inbox, conversation, live, performance, canned)
+MODULES = (login, inbox, conversation, live, performance, canned, manage_community, manage_crm)
 
 
 def install(app: Any) -> Console | None:
@@ -35,6 +44,10 @@ def install(app: Any) -> Console | None:
         cookie_secure=s.web.cookie_secure, timezone=s.handoff.business_hours.timezone,
         secrets=_secrets(s),
     )
+    # Services the managers' pages use (None when that part of Kizuna is off).
+    console.extras["community"] = getattr(app, "community", None)
+    console.extras["crm"] = getattr(app, "crm", None)
+    console.extras["scheduler_timezone"] = s.scheduler.timezone
     for module in MODULES:
         module.register(console)
     app.web[CONSOLE_KEY] = console

@@ -15,7 +15,7 @@ from calendar import monthrange
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -23,6 +23,9 @@ from sqlalchemy import func, select
 
 from bot.core.i18n import LANGUAGES
 from bot.core.types import ChatKind, ChatRef, OutgoingMessage
+from community import audience as community_audience
+from community import delivery as community_delivery
+from community import drops as community_drops
 from community import scheduler as sched
 from community.errors import CommunityError
 from console.auth import Who
@@ -45,18 +48,6 @@ from console.html import Markup, fmt, join, render
 from console.site import Console, ConsoleError, path_int
 from models.advisors import Advisor, Role
 from models.community import Drop, DropRun, DropStatus, OutboxRow, OutboxStatus
-
-# community.audience, .delivery and .drops (through .coupons) do not type-check yet, and
-# ``mypy console`` follows imports: those modules are imported for the runtime only and seen
-# as Any by mypy (the console's own code is still checked).
-if TYPE_CHECKING:
-    community_audience: Any
-    community_delivery: Any
-    community_drops: Any
-else:
-    from community import audience as community_audience
-    from community import delivery as community_delivery
-    from community import drops as community_drops
 
 TARGETS = (
     ("all_groups", "All groups"),

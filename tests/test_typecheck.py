@@ -1,4 +1,5 @@
-"""mypy on the core packages (STYLE.md: ruff and mypy, run by the tests)."""
+"""mypy on the core packages and the services around them (STYLE.md: ruff and mypy, run by
+the tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ["bot/core", "bot/handoff", "models", "config"]
+CORE = ["bot/core", "bot/handoff", "models", "config", "community", "crm", "console"]
 
 
 def test_core_packages_type_check() -> None:
