@@ -165,7 +165,7 @@ def register(c: Console) -> None:
                  if t["tier"] == "dormant" and dist["not_scored"] else ""))
              for t in dist["tiers"]], label="Members per tier", css="tiers")
         ltv_chart = bar_chart(
-            [(b["label"], float(b["members"]),
+            [(b["label"].partition("–")[0], float(b["members"]),
               f"LTV {b['label']}: {b['members']:,} members") for b in hist["buckets"]],
             label="Members per lifetime value", css="ltv", height=280)
         computed = dist["computed_at"]

@@ -91,27 +91,33 @@ def number(value: float | int | None, digits: int = 0) -> str:
 
 
 # ---------------------------------------------------------------------- charts
-def _nice_ceiling(value: float) -> float:
-    """The smallest 1/2/5 x 10^k at or above ``value`` (axis maximum)."""
-    if value <= 0:
-        return 1.0
-    exp = math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        top = step * 10.0 ** exp
-        if top >= value:
-            return top
-    return 10.0 ** (exp + 1)
+def axis_step(peak: float, *, integer: bool = False) -> float:
+    """A round grid step so that four steps reach ``peak`` (1, 2, 2.5 or 5 x 10^k; whole
+    numbers only for counts)."""
+    raw = peak / 4
+    if raw <= 0:
+        return 1.0 if integer else 0.25
+    exp = math.floor(math.log10(raw))
+    while True:
+        for m in (1.0, 2.0, 2.5, 5.0):
+            step = m * 10.0 ** exp
+            if integer and (step < 1 or step != int(step)):
+                continue
+            if step >= raw:
+                return step
+        exp += 1
 
 
 def bar_chart(bars: Sequence[tuple[str, float, str]], *, label: str, css: str = "",
-              width: int = 640, height: int = 260) -> Markup:
+              width: int = 640, height: int = 260, integer: bool = True) -> Markup:
     """An inline SVG bar chart (no script, no inline style: classes from crm.css).
 
-    ``bars`` are (axis label, value, tooltip). The y axis goes from 0 to a round number with
-    four grid lines; each bar carries a ``<title>`` tooltip and its value above it."""
+    ``bars`` are (axis label, value, tooltip). The y axis goes from 0 in four round steps
+    (whole numbers when ``integer``); each bar carries a ``<title>`` tooltip and its value
+    above it."""
     left, right, top, bottom = 56, 12, 18, 42
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = _nice_ceiling(max((v for _, v, _ in bars), default=0.0))
+    peak = 4 * axis_step(max((v for _, v, _ in bars), default=0.0), integer=integer)
     parts: list[Markup] = []
     for i in range(5):
         value = peak * i / 4

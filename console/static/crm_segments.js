@@ -66,13 +66,16 @@
                                 OP_LABELS[o] || o)));
     const value = valueControl(cond.field, cond.op, cond.value);
     const days = Kz.el("input", { class: "days", type: "number", min: "1", step: "any",
-                                  "aria-label": "Within days", placeholder: "within days",
-                                  value: cond.within || "", hidden: !spec.within_days });
+                                  "aria-label": "Within the last N days (empty: ever)",
+                                  placeholder: "any time", value: cond.within || "" });
+    const within = Kz.el("label", { class: "within", hidden: !spec.within_days,
+                                    title: "Only count the last N days (empty: ever)" },
+                         "within", days, "days");
     const remove = Kz.el("button", { type: "button", class: "small danger",
                                      "aria-label": "Remove condition" }, "×");
     const help = Kz.el("span", { class: "help" }, spec.help);
     li.append(Kz.el("label", { class: "not", title: "Members NOT matching this" }, negate, "not"),
-              field, op, value, days, remove, help);
+              field, op, value, within, remove, help);
 
     field.addEventListener("change", () => {
       const f = field.value;
