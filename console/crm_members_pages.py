@@ -37,6 +37,7 @@ from console.crm_pages import (
     crm_off_page,
     crm_page,
     distinct_tags,
+    distinct_values,
     money,
     need_crm,
     number,
@@ -90,15 +91,14 @@ def starts_with(expr: Any, prefix: str) -> Any:
 
 
 async def known_platforms(c: Console, crm: CrmService) -> list[str]:
-    """The platforms members have identities on (for ``platform = ANY(...) AND external_id
-    = ?`` on the unique index); looked up again every ``PLATFORMS_TTL`` seconds."""
+    """The platforms members have identities on (for ``platform IN (...) AND external_id
+    = ?`` on the (platform, external_id) index; found by walking that index), looked up
+    again every ``PLATFORMS_TTL`` seconds."""
     cached = c.extras.get("crm_platforms")
     now = time.monotonic()
     if isinstance(cached, tuple) and now - cached[0] < PLATFORMS_TTL:
         return list(cached[1])
-    async with crm.db.session() as session:
-        found = sorted(str(x) for x in (await session.execute(
-            select(ContactIdentity.platform).distinct())).scalars())
+    found = await distinct_values(crm, ContactIdentity.__table__.c.platform, 50)
     c.extras["crm_platforms"] = (now, tuple(found))
     return found
 

@@ -164,17 +164,22 @@ def short_number(value: float) -> str:
     return f"{value:.2g}"
 
 
-async def distinct_tags(crm: CrmService, limit: int = 300) -> list[str]:
-    """Tags in use, alphabetically (suggestions): a recursive "next tag after this one" walk
-    over the (tag, contact_id) index, so it costs one index probe per distinct tag, not a
-    scan of every member's tags."""
-    t = ContactTag.__table__
-    inner = t.alias("next_tag")
-    seed = select(func.min(t.c.tag).label("tag")).cte("tags_in_use", recursive=True)
-    step = select(select(func.min(inner.c.tag)).where(inner.c.tag > seed.c.tag)
-                  .scalar_subquery()).where(seed.c.tag.is_not(None))
+async def distinct_values(crm: CrmService, column: Any, limit: int = 300) -> list[str]:
+    """The distinct values of an indexed column, in order, by a recursive "next value after
+    this one" walk: one index probe per distinct value instead of reading every row (a
+    million members' tags or identities)."""
+    inner = column.table.alias("walk_next")
+    seed = select(func.min(column).label("value")).cte("walk", recursive=True)
+    step = select(select(func.min(inner.c[column.name])).where(inner.c[column.name]
+                                                                > seed.c.value)
+                  .scalar_subquery()).where(seed.c.value.is_not(None))
     walk = seed.union_all(step)
     async with crm.db.session() as session:
-        rows = await session.execute(select(walk.c.tag).where(walk.c.tag.is_not(None))
+        rows = await session.execute(select(walk.c.value).where(walk.c.value.is_not(None))
                                      .limit(limit))
         return [str(x) for x in rows.scalars()]
+
+
+async def distinct_tags(crm: CrmService, limit: int = 300) -> list[str]:
+    """Tags in use, alphabetically (suggestions), over the (tag, contact_id) index."""
+    return await distinct_values(crm, ContactTag.__table__.c.tag, limit)

@@ -58,9 +58,10 @@
       if (!data.results.length) { clear("No member matches “" + q + "”."); return; }
       tbody.replaceChildren(...data.results.map(row));
       table.hidden = false;
-      state.textContent = data.results.length + (data.more ? "+ (refine the search)" : "") +
-        " member" + (data.results.length === 1 && !data.more ? "" : "s") + " · " +
-        data.ms + " ms";
+      const n = data.results.length;
+      state.textContent = n + (data.more ? "+" : "") + " member" +
+        (n === 1 && !data.more ? "" : "s") + " · " + data.ms + " ms" +
+        (data.more ? " · the first " + n + " shown: type more to narrow the search" : "");
     } catch (e) {
       if (mine === seq) { clear(""); Kz.fail(e); }
     }

@@ -12,10 +12,11 @@ import pytest
 
 from console.crm_insights_pages import ltv_edges, ltv_histogram, tier_distribution
 from console.crm_members_pages import search_members, starts_with
-from console.crm_pages import axis_step, bar_chart, distinct_tags
+from console.crm_pages import axis_step, bar_chart, distinct_tags, distinct_values
 from console.crm_segments_pages import describe_definition
 from crm import CrmService
 from models import Database
+from models.contact import ContactIdentity
 from models.crm import Referral
 from models.repositories import ContactRepository
 from tests.console.conftest import World
@@ -120,8 +121,9 @@ async def test_search_by_name_username_id_and_contact_details(world: World, shop
     assert await found("shop:C005") == [(hanako, "shop id")]
     assert await found("hanako@example.com") == [(hanako, "e-mail")]
     assert await found("090-1234-5678") == [(hanako, "phone")]
-    assert await found(f"fake:10{list(shop.ids).index('Hanako Sato') + 1}") == [
-        (hanako, "platform id")]
+    ext = f"10{list(shop.ids).index('Hanako Sato') + 1}"
+    assert await found(f"fake:{ext}") == [(hanako, "platform id")]
+    assert await found(ext) == [(hanako, "platform id")]  # on any platform members use
     assert await found("@hanako") == [(hanako, "username")]
     assert await found("100%") == []  # LIKE wildcards are text
     assert await found("") == []
@@ -336,6 +338,8 @@ async def test_queries_on_sqlite_and_postgresql(db: Database, tmp_path: Path) ->
     names = [r["display_name"] for r in rows]
     assert len(names) == 2 and more and names == sorted(names, key=str.lower)
     assert set(names) <= {"Akira", "Aya", "ami"}
+    platform = ContactIdentity.__table__.c.platform
+    assert await distinct_values(crm, platform) == ["fake", "line"]
     rows, more = await search_members(crm, "Àn")
     assert [r["display_name"] for r in rows] == ["Àni"] and not more
     if not db.is_sqlite:  # SQLite's lower() leaves non-ASCII letters alone
