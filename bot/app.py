@@ -83,7 +83,9 @@ class KizunaApp:
     crm: Any = field(init=False, default=None)
     handoff: Any = field(init=False, default=None)  # bot.handoff.service.HandoffService
     accounts: Any = field(init=False, default=None)  # bot.handoff.accounts.Accounts
-    _loops: list[Any] = field(init=False, default_factory=list)
+    # Background workers with ``async stop()``, stopped (and drained) first by ``stop()``.
+    background: list[Any] = field(init=False, default_factory=list)
+    forum: Any = field(init=False, default=None)  # bot.handoff.forum.ForumWorkspace
     initial_admin_password: str | None = field(init=False, default=None, repr=False)
     scheduler: Any = field(init=False, default=None)
     _runner: web.AppRunner | None = field(init=False, default=None)
@@ -245,7 +247,7 @@ class KizunaApp:
 
             loop = ReassignLoop(self.handoff)
             loop.start()
-            self._loops.append(loop)
+            self.background.append(loop)
 
     @property
     def base_url(self) -> str:
@@ -254,9 +256,9 @@ class KizunaApp:
         return f"http://{shown}:{self.bound_port}"
 
     async def stop(self) -> None:
-        for loop in self._loops:
-            await loop.stop()
-        self._loops.clear()
+        for worker in self.background:
+            await worker.stop()
+        self.background.clear()
         if self.community is not None:
             await self.community.stop()
         for platform in self.platforms.values():

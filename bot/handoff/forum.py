@@ -658,7 +658,6 @@ def install(app: Any, desk: HandoffService) -> ForumWorkspace:
     if s.forum_platform not in app.platforms:
         log.warning("the advisors' forum platform is not enabled",
                     extra={"platform": s.forum_platform})
-    loops = getattr(app, "_loops", None)
-    if isinstance(loops, list):
-        loops.append(workspace)  # app.stop() drains what is still queued
+    app.background.append(workspace)  # app.stop() drains what is still queued
+    app.forum = workspace
     return workspace

@@ -720,9 +720,11 @@ class HandoffService:
                                       Handoff.csat.is_(None))
                 .values(csat=score, csat_at=self.now()))
             ok = bool(getattr(result, "rowcount", 0))
+            conversation_id = (await session.execute(select(Handoff.conversation_id).where(
+                Handoff.id == handoff_id))).scalar_one_or_none()
         if ok:
             await self.emit({"type": "csat", "handoff_id": handoff_id, "score": score,
-                             "origin": "customer"})
+                             "conversation_id": conversation_id, "origin": "customer"})
         return ok
 
     # ================================================================ reading

@@ -60,8 +60,8 @@ async def desk_staff(h: Harness) -> tuple[FakeChat, FakeUser, int]:
 
 
 def workspace(h: Harness) -> ForumWorkspace:
-    [ws] = [getattr(listener, "__self__", None) for listener in h.app.handoff.listeners
-            if isinstance(getattr(listener, "__self__", None), ForumWorkspace)]
+    ws = h.app.forum
+    assert isinstance(ws, ForumWorkspace)
     return ws
 
 

@@ -398,12 +398,12 @@ async def test_install_wires_the_workspace_into_the_app(w: World) -> None:
     settings = SimpleNamespace(handoff=SimpleNamespace(forum_chat_id=FORUM.id,
                                                        forum_platform="fake"))
     app = SimpleNamespace(settings=settings, outbound=w.ws.outbound, conversations=conversations,
-                          platforms={"fake": w.platform}, _loops=[])
+                          platforms={"fake": w.platform}, background=[], forum=None)
     ws = install(app, w.desk)
     assert ws.chat == FORUM
     assert ws.on_event in w.desk.listeners
     assert conversations.interceptors == [ws.intercept]
-    assert app._loops == [ws]
+    assert app.background == [ws] and app.forum is ws
     elsewhere = IncomingMessage(chat=chat("100"), sender=UserRef("fake", "100"), text="hi")
     assert not await ws.intercept(elsewhere)
     await ws.stop()
