@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, utcnow
@@ -59,3 +59,8 @@ class DeepLinkStart(Base):
     payload: Mapped[str] = mapped_column(String(128), index=True)
     first_contact: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# Case-insensitive prefix search of members by name and @username (console, CLI).
+Index("ix_contacts_lower_display_name", func.lower(Contact.display_name))
+Index("ix_contact_identities_lower_username", func.lower(ContactIdentity.username))
