@@ -13,6 +13,7 @@ workspace never shows a message back where it came from.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 from collections.abc import Awaitable, Callable, Sequence
@@ -162,6 +163,8 @@ class HandoffService:
     now: Callable[[], datetime] = utcnow
     listeners: list[Listener] = field(default_factory=list)
     hours: BusinessHours = field(init=False)
+    _routing_task: asyncio.Task[dict[int, str]] | None = field(init=False, default=None)
+    _routing_dirty: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.hours = BusinessHours.from_settings(self.settings.business_hours)
@@ -185,6 +188,7 @@ class HandoffService:
                       skills: Sequence[str] = ()) -> list[OutgoingMessage]:
         """Hand the conversation to people. Returns what to tell the customer."""
         lang = language
+        needs_senior = await self._needs_senior(conversation_id)
         async with self.db.session() as session:
             conv = await session.get(Conversation, conversation_id, with_for_update=True)
             if conv is None:
@@ -199,12 +203,6 @@ class HandoffService:
             await ConversationRepository(session).change_status(
                 conv, ConversationStatus.WAITING, actor=actor, data={"trigger": trigger})
             conv.bot_failures = 0
-            needs_senior = False
-            if self.crm is not None and conv.contact_id is not None:
-                try:
-                    needs_senior = bool(await self.crm.needs_senior(conv.contact_id))
-                except Exception:
-                    log.exception("crm needs_senior failed")
             handoff = Handoff(
                 conversation_id=conv.id, contact_id=conv.contact_id, trigger=trigger[:32],
                 question=(question or None) and question[:4000], language=lang,
@@ -217,12 +215,32 @@ class HandoffService:
         await self.emit({"type": "handoff", "handoff_id": handoff_id,
                          "conversation_id": conversation_id, "trigger": trigger,
                          "origin": "customer" if actor == "contact" else "system"})
-        assigned = await self.route_waiting()
-        advisor = assigned.get(handoff_id)
+        await self.route_waiting()
+        async with self.db.session() as session:  # whoever's pass assigned it
+            advisor = (await session.execute(
+                select(Advisor.display_name).join(Handoff, Handoff.advisor_id == Advisor.id)
+                .where(Handoff.id == handoff_id, Handoff.status == HandoffStatus.ASSIGNED))
+            ).scalar_one_or_none()
         if advisor is not None:
             return [OutgoingMessage(text=self.translate("handoff_assigned", lang,
                                                         advisor=advisor))]
         return [OutgoingMessage(text=await self._waiting_text(handoff_id, lang))]
+
+    async def _needs_senior(self, conversation_id: int) -> bool:
+        """Asked with no session held: the CRM opens its own (holding one connection while
+        waiting for another exhausts the pool under load)."""
+        if self.crm is None:
+            return False
+        async with self.db.session() as session:
+            contact_id = (await session.execute(select(Conversation.contact_id).where(
+                Conversation.id == conversation_id))).scalar_one_or_none()
+        if contact_id is None:
+            return False
+        try:
+            return bool(await self.crm.needs_senior(contact_id))
+        except Exception:
+            log.exception("crm needs_senior failed")
+            return False
 
     async def _waiting_text(self, handoff_id: int, lang: str | None) -> str:
         now = self.now()
@@ -300,7 +318,25 @@ class HandoffService:
 
     async def route_waiting(self) -> dict[int, str]:
         """Assign every waiting handoff that an eligible advisor with room can take, oldest
-        first. Returns {handoff_id: advisor display name} for those assigned now."""
+        first. Returns {handoff_id: advisor display name} for those assigned.
+
+        Single flight: while a pass runs, callers do not start passes of their own; they
+        mark the queue changed and wait for the running loop, which makes one more pass
+        when something changed during the last one (a burst of 2,000 handoffs costs a few
+        passes, not 2,000 one after another)."""
+        self._routing_dirty = True
+        if self._routing_task is None or self._routing_task.done():
+            self._routing_task = asyncio.create_task(self._routing_loop())
+        return dict(await asyncio.shield(self._routing_task))
+
+    async def _routing_loop(self) -> dict[int, str]:
+        assigned: dict[int, str] = {}
+        while self._routing_dirty:
+            self._routing_dirty = False
+            assigned.update(await self._route_once())
+        return assigned
+
+    async def _route_once(self) -> dict[int, str]:
         assigned: dict[int, str] = {}
         announcements: list[dict[str, Any]] = []
         async with self.locks.hold("handoff:routing", ttl=30.0):
@@ -315,6 +351,8 @@ class HandoffService:
                     return assigned
                 sticky = await self._sticky(session, [h.contact_id for h in waiting])
                 for h in waiting:
+                    if not any(c.has_room for c in candidates):
+                        break
                     exclude = frozenset((h.data or {}).get("timed_out", []))
                     pick = choose(candidates, Request(
                         h.language, frozenset(h.skills or ()), h.needs_senior,

@@ -195,3 +195,29 @@ async def test_initial_admin_on_a_fresh_install(desk: Desk, tmp_path) -> None:  
     assert not (tmp_path / "initial_admin_password").exists()
     assert await desk.accounts.authenticate("admin", password) is None
     assert await desk.accounts.authenticate("nobody", "whatever-password") is None
+
+
+async def test_a_burst_of_handoffs_is_routed_in_a_few_passes_and_acknowledged_truly(
+        desk: Desk) -> None:
+    import asyncio
+
+    for name in ("ana", "ben", "cho"):
+        await desk.advisor(name, capacity=10)
+    convs = [(await desk.customer(f"b{i}"))[0] for i in range(30)]
+    passes = 0
+    original = desk.desk._route_once
+
+    async def counting() -> dict[int, str]:
+        nonlocal passes
+        passes += 1
+        return await original()
+
+    desk.desk._route_once = counting  # type: ignore[method-assign]
+    acks = await asyncio.gather(*(desk.desk.request(c, trigger="button", language="en")
+                                  for c in convs))
+    assert all("will reply to you here shortly" in a[0].text for a in acks)
+    views = [await desk.desk.view(c) for c in convs]
+    assert all(v.status == "assigned" for v in views)
+    loads = sorted(sum(v.advisor_id == a for v in views) for a in {v.advisor_id for v in views})
+    assert loads == [10, 10, 10]
+    assert passes < len(convs)  # requests that arrive during a pass share the next one
