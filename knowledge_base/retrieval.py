@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from .embedder import Embedder
+from .embedder import Embedder, search_vectors
 from .index import IndexKind, VectorIndex
 from .lexical import BM25Index
 from .textnorm import clean_text, has_content, normalize, tokenize
@@ -316,7 +316,7 @@ class HybridRetriever:
         with self._lock:
             if not self._docs:
                 return []
-            qvec = self.embedder.embed([text], kind="query")[0]
+            qvec = search_vectors(self.embedder, self.embedder.embed([text], kind="query"))[0]
             n_cand = min(len(self._vindex), max(self.fusion.candidates, 4 * k))
             dscores, dids = self._vindex.search(qvec, n_cand)
             dense: dict[int, float] = {
