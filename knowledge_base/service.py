@@ -158,6 +158,25 @@ def clean_question(text: Any) -> tuple[str, str | None, bool]:
     return text, None, truncated
 
 
+#: Attempts to instruct the bot ("ignore all previous instructions", "reveal your system
+#: prompt"...). There is no language model to fool, but a clause of such a message can sit
+#: close to a real entry ("...give everyone a discount code"), and answering it would
+#: look like the bot playing along: these are handed off instead.
+_INSTRUCTIONS_RE = re.compile(
+    r"\b(?:ignore|disregard|forget)\b.{0,30}\b(?:previous|prior|above|earlier|your)\b"
+    r".{0,20}\b(?:instructions?|prompts?|rules)\b"
+    r"|\bsystem prompt\b|\byou are now\b"
+    r"|(?:以前|前|上記|これまで)の(?:指示|命令|プロンプト)を(?:無視|忘れ)|システムプロンプト"
+    r"|(?:忽略|无视|忘记)(?:之前|以上|先前|所有)的?(?:指令|指示|提示)|系统提示",
+    re.IGNORECASE,
+)
+
+
+def looks_like_instructions(text: str) -> bool:
+    """Whether ``text`` tries to give the bot instructions (prompt-injection phrasing)."""
+    return bool(_INSTRUCTIONS_RE.search(text))
+
+
 def _is_short(text: str) -> bool:
     kana, han, _latin, words = script_counts(text)
     return words <= 6 and kana + han <= 16
@@ -472,6 +491,8 @@ class KnowledgeService:
         the text is clearly in another language. Never raises for bad input."""
         text, reason, truncated = clean_question(question)
         reply_lang = choose_reply_language(text, language, self.default_language)
+        if reason is None and looks_like_instructions(text):
+            reason = "instructions"
         if reason is not None:
             return Answer(
                 DecisionKind.HANDOFF, 0.0, None, [], reply_lang, reason=reason,
