@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from knowledge_base.embedder import make_embedder
@@ -208,3 +209,26 @@ def test_evaluate_intent_predictions_known_values():
     assert m["oos_f1"] == pytest.approx(2 / 3)
     # per-class F1: a: tp1 fp1 fn1 -> 0.5 ; b: tp1 fp1 fn0 -> 2/3
     assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+def test_knn_k_is_used_saved_and_defaults_to_five_for_old_saves(tmp_path: Path):
+    import json
+
+    examples = {
+        "a": ["reset password", "forgot my password", "password help", "new password"],
+        "b": ["cancel order", "stop order", "cancel my purchase", "order cancel"],
+    }
+    emb = make_embedder("hashing")
+    one = IntentClassifier(embedder=emb).fit(examples)
+    three = IntentClassifier(embedder=emb, knn_k=3).fit(examples)
+    assert one.knn_k == 1
+    texts = ["i forgot my password", "what is the weather"]
+    assert not np.allclose(one._forward(texts, None)[1], three._forward(texts, None)[1])
+    path = three.save(tmp_path / "clf")
+    assert IntentClassifier.load(path, embedder=emb).knn_k == 3
+    config = json.loads((path / "config.json").read_text())
+    del config["knn_k"]  # saved before knn_k existed
+    (path / "config.json").write_text(json.dumps(config))
+    assert IntentClassifier.load(path, embedder=emb).knn_k == 5
+    with pytest.raises(ValueError):
+        IntentClassifier(embedder=emb, knn_k=0)
