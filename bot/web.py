@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -34,3 +35,21 @@ def build_web_app(*, metrics: Metrics, health: HealthCheck) -> web.Application:
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/", root)
     return app
+
+
+def same_origin(request: web.Request) -> bool:
+    """Refuse a browser socket opened by another site's page (cross-site WebSocket hijacking).
+
+    Browsers always send ``Origin`` on a WebSocket handshake and a page cannot forge it;
+    non-browser clients may omit it. Behind a proxy the public host may arrive as
+    ``X-Forwarded-Host``, which a browser cannot set on a handshake either.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    netloc = urlsplit(origin).netloc.lower()
+    hosts = {request.host.lower()}
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded:
+        hosts.add(forwarded.split(",")[0].strip().lower())
+    return bool(netloc) and netloc in hosts

@@ -15,7 +15,6 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy import delete, select, update
@@ -168,18 +167,6 @@ class LoginLimiter:
         ])
 
 
-def same_origin(request: web.Request) -> bool:
-    """A browser's ``Origin`` (sent on every cross-site POST and WebSocket) must name this
-    host; requests without one (same-origin GETs, non-browser clients) pass."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    netloc = urlsplit(origin).netloc.lower()
-    hosts = {request.host.lower()}
-    forwarded = request.headers.get("X-Forwarded-Host")
-    if forwarded:
-        hosts.add(forwarded.split(",")[0].strip().lower())
-    return bool(netloc) and netloc in hosts
 
 
 def csp(request: web.Request) -> str:

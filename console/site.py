@@ -35,6 +35,7 @@ from aiohttp import web
 from bot.core.shared import EventBus, RateLimiter
 from bot.handoff.accounts import AccountError, Accounts
 from bot.handoff.service import HandoffError, HandoffService, NotAllowed, NotFound
+from bot.web import same_origin
 from config.settings import ConsoleSettings
 from console.auth import (
     COOKIE,
@@ -44,7 +45,6 @@ from console.auth import (
     LoginLimiter,
     Sessions,
     Who,
-    same_origin,
     same_secret,
     security_headers,
 )

@@ -69,6 +69,7 @@ from bot.core.types import (
     TransientSendError,
     UserRef,
 )
+from bot.web import same_origin
 from bot.webchat.identity import COOKIE_MAX_AGE, COOKIE_NAME, VisitorSigner, is_visitor_id
 
 log = logging.getLogger(__name__)
@@ -345,7 +346,7 @@ class WebChatPlatform:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if not self._running:
             raise web.HTTPServiceUnavailable(text="web chat is not running")
-        if not _same_origin(request):
+        if not same_origin(request):
             raise web.HTTPForbidden(text="cross-origin web chat socket refused")
         visitor_id, is_new = self._signer.resolve(request.cookies.get(COOKIE_NAME))
         if len(self._connections.get(visitor_id, ())) >= MAX_SOCKETS_PER_VISITOR:
@@ -741,22 +742,6 @@ def _accept_language(header: str | None) -> str | None:
     return best[1] if best else None
 
 
-def _same_origin(request: web.Request) -> bool:
-    """Refuse a browser socket opened by another site's page (cross-site WebSocket hijacking).
-
-    Browsers always send ``Origin`` on a WebSocket handshake and a page cannot forge it;
-    non-browser clients may omit it. Behind a proxy the public host may arrive as
-    ``X-Forwarded-Host``, which a browser cannot set on a handshake either.
-    """
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    netloc = urlsplit(origin).netloc.lower()
-    hosts = {request.host.lower()}
-    forwarded = request.headers.get("X-Forwarded-Host")
-    if forwarded:
-        hosts.add(forwarded.split(",")[0].strip().lower())
-    return bool(netloc) and netloc in hosts
 
 
 def _url_ok(url: str, schemes: frozenset[str]) -> bool:
