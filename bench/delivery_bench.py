@@ -295,91 +295,95 @@ async def orchestrate(a: argparse.Namespace) -> int:
         urls = json.loads(port_file.read_text())
         api, ctl = urls["api"], urls["ctl"]
 
-        # 1. real limits, mixed drop, fixed window
-        run = await prepare(db_url, "mixed", "mixed drop", groups, users)
-        proc = await spawn_worker(db_url, api, run, 30.0, window, 64)
-        out = await run_output(proc)
-        s = await stats(ctl, "mixed drop")
-        times = sorted(s["times"])
-        t0 = times[0] + 5.0
-        t1 = times[0] + window
-        inside = sum(1 for t in times if t0 <= t < t1)
-        rate = inside / (t1 - t0)
-        n429 = s["too_many_requests"]
-        rows.append(
-            [
-                "mixed 2,000 groups + 20,000 private, real limits",
-                f"{len(times)} sent in {window:.0f}s window",
-                f"{rate:.1f} msg/s",
-                f"{rate / 30 * 100:.1f}% of 30",
-                str(n429),
-                "PASS" if n429 == 0 and rate >= 28.5 else "FAIL",
-            ]
-        )
-        print(
-            f"[1] measured {t1 - t0:.0f}s: {inside} msgs -> {rate:.2f} msg/s; "
-            f"429s at the double: {n429}; worker saw {out[-1] if out else '?'}",
-            flush=True,
-        )
+        n429 = 0
+        if "mixed" in a.only:
+            # 1. real limits, mixed drop, fixed window
+            run = await prepare(db_url, "mixed", "mixed drop", groups, users)
+            proc = await spawn_worker(db_url, api, run, 30.0, window, 64)
+            out = await run_output(proc)
+            s = await stats(ctl, "mixed drop")
+            times = sorted(s["times"])
+            t0 = times[0] + 5.0
+            t1 = times[0] + window
+            inside = sum(1 for t in times if t0 <= t < t1)
+            rate = inside / (t1 - t0)
+            n429 = s["too_many_requests"]
+            rows.append(
+                [
+                    "mixed 2,000 groups + 20,000 private, real limits",
+                    f"{len(times)} sent in {window:.0f}s window",
+                    f"{rate:.1f} msg/s",
+                    f"{rate / 30 * 100:.1f}% of 30",
+                    str(n429),
+                    "PASS" if n429 == 0 and rate >= 28.5 else "FAIL",
+                ]
+            )
+            print(
+                f"[1] measured {t1 - t0:.0f}s: {inside} msgs -> {rate:.2f} msg/s; "
+                f"429s at the double: {n429}; worker saw {out[-1] if out else '?'}",
+                flush=True,
+            )
 
-        # 2. raised limits
-        await set_limit(ctl, 1000.0)
-        run = await prepare(db_url, "fast", "fast drop", 0, users)
-        proc = await spawn_worker(db_url, api, run, 1000.0, None, 48)
-        out = await run_output(proc)
-        s = await stats(ctl, "fast drop")
-        times = sorted(s["times"])
-        span = times[-1] - times[0]
-        fast = len(times) / span if span else 0.0
-        n429b = s["too_many_requests"] - n429
-        rows.append(
-            [
-                "20,000 private, limit raised to 1,000/s",
-                f"{len(times)} sent in {span:.1f}s",
-                f"{fast:.0f} msg/s",
-                f"{fast / 1000 * 100:.1f}% of 1000",
-                str(n429b),
-                "PASS" if fast >= 1000 and n429b == 0 else "FAIL",
-            ]
-        )
-        print(
-            f"[2] {len(times)} msgs in {span:.1f}s -> {fast:.0f} msg/s; 429s: {n429b}", flush=True
-        )
+        if "fast" in a.only:
+            # 2. raised limits
+            await set_limit(ctl, 1000.0)
+            run = await prepare(db_url, "fast", "fast drop", 0, users)
+            proc = await spawn_worker(db_url, api, run, 1000.0, None, 48)
+            out = await run_output(proc)
+            s = await stats(ctl, "fast drop")
+            times = sorted(s["times"])
+            span = times[-1] - times[0]
+            fast = len(times) / span if span else 0.0
+            n429b = s["too_many_requests"] - n429
+            rows.append(
+                [
+                    "20,000 private, limit raised to 1,000/s",
+                    f"{len(times)} sent in {span:.1f}s",
+                    f"{fast:.0f} msg/s",
+                    f"{fast / 1000 * 100:.1f}% of 1000",
+                    str(n429b),
+                    "PASS" if fast >= 1000 and n429b == 0 else "FAIL",
+                ]
+            )
+            print(
+                f"[2] {len(times)} msgs in {span:.1f}s -> {fast:.0f} msg/s; 429s: {n429b}", flush=True
+            )
 
-        # 3. crash test at real limits
-        await set_limit(ctl, 30.0)
-        run = await prepare(db_url, "crash", "crash drop", 0, crash_n)
-        kills = 0
-        in_doubt = 0
-        rng = random.Random(a.seed)
-        for _ in range(5):
+        if "crash" in a.only:
+            # 3. crash test at real limits
+            await set_limit(ctl, 30.0)
+            run = await prepare(db_url, "crash", "crash drop", 0, crash_n)
+            kills = 0
+            in_doubt = 0
+            rng = random.Random(a.seed)
+            for _ in range(a.kills):
+                proc = await spawn_worker(db_url, api, run, 30.0, None, 16)
+                await asyncio.sleep(rng.uniform(1.0, crash_n / 30 / 6))
+                if proc.returncode is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    kills += 1
+                lines = await run_output(proc)
+                in_doubt += sum(x.get("in_doubt", 0) for x in lines)
             proc = await spawn_worker(db_url, api, run, 30.0, None, 16)
-            await asyncio.sleep(rng.uniform(1.0, crash_n / 30 / 6))
-            if proc.returncode is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                kills += 1
             lines = await run_output(proc)
             in_doubt += sum(x.get("in_doubt", 0) for x in lines)
-        proc = await spawn_worker(db_url, api, run, 30.0, None, 16)
-        lines = await run_output(proc)
-        in_doubt += sum(x.get("in_doubt", 0) for x in lines)
-        s = await stats(ctl, "crash drop")
-        per_chat = {int(k): v for k, v in s["per_chat"].items()}
-        dups = sum(v - 1 for v in per_chat.values() if v > 1)
-        lost = sum(1 for i in range(crash_n) if per_chat.get(USER0 + i, 0) == 0)
-        rows.append(
-            [
-                f"crash: {crash_n} private, kill -9 x{kills}, restart",
-                f"{sum(per_chat.values())} sent",
-                f"dup {dups}",
-                f"lost {lost}",
-                f"in doubt {in_doubt}",
-                "PASS" if dups == 0 and lost == 0 else "FAIL",
-            ]
-        )
-        print(
-            f"[3] kills {kills}, duplicates {dups}, losses {lost}, in doubt {in_doubt}", flush=True
-        )
+            s = await stats(ctl, "crash drop")
+            per_chat = {int(k): v for k, v in s["per_chat"].items()}
+            dups = sum(v - 1 for v in per_chat.values() if v > 1)
+            lost = sum(1 for i in range(crash_n) if per_chat.get(USER0 + i, 0) == 0)
+            rows.append(
+                [
+                    f"crash: {crash_n} private, kill -9 x{kills}, restart",
+                    f"{sum(per_chat.values())} sent",
+                    f"dup {dups}",
+                    f"lost {lost}",
+                    f"in doubt {in_doubt}",
+                    "PASS" if dups == 0 and lost == 0 else "FAIL",
+                ]
+            )
+            print(
+                f"[3] kills {kills}, duplicates {dups}, losses {lost}, in doubt {in_doubt}", flush=True
+            )
     finally:
         double.kill()
         await double.wait()
@@ -397,6 +401,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="shorter windows and crash test")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--kills", type=int, default=5, help="kill -9 count in the crash test")
+    p.add_argument(
+        "--only",
+        type=lambda v: set(v.split(",")),
+        default={"mixed", "fast", "crash"},
+        help="comma-separated scenarios to run: mixed,fast,crash (default all)",
+    )
     p.add_argument(
         "--role",
         choices=("orchestrator", "double", "worker"),

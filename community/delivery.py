@@ -12,8 +12,10 @@ Life of an outbox row (``drop_outbox``, UNIQUE(run_id, recipient))::
     pending/claimed --frequency cap / coupon limit--> skipped;  pause --> pending;
     cancel --> cancelled
 
-*Claim* takes a batch of pending rows for this process. Before the platform is called the row
-is committed as ``sending`` (*intent*); right after the platform answers, the outcome is
+*Claim* takes a batch of pending rows for this process. Once the rate limiter has given a row
+its slot, and before the platform is called, the row is committed as ``sending`` (*intent*;
+rows still queued behind the rate limiter stay ``claimed``, so a crash never leaves them in
+doubt); right after the platform answers, the outcome is
 committed (*mark*). Both writes are group commits: one transaction carries every row that is
 ready (optionally waiting ``commit_linger_ms`` for more to join), so they cost little at
 1,000 msg/s.
@@ -95,7 +97,17 @@ class PublishResult:
 class Publisher(Protocol):
     """Sends one message to one chat through the app's outbound path (rate limits included)."""
 
-    async def publish(self, chat: ChatRef, message: OutgoingMessage) -> PublishResult: ...
+    async def publish(
+        self,
+        chat: ChatRef,
+        message: OutgoingMessage,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> PublishResult:
+        """Send one message. ``before_send`` (if given) is awaited exactly once, before the
+        platform is called and after any wait for the rate limiter; if it raises, nothing is
+        sent and the error propagates."""
+        ...
 
 
 class OutboundPublisher:
@@ -111,8 +123,16 @@ class OutboundPublisher:
         self.outbound = outbound
         self.record = record
 
-    async def publish(self, chat: ChatRef, message: OutgoingMessage) -> PublishResult:
+    async def publish(
+        self,
+        chat: ChatRef,
+        message: OutgoingMessage,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> PublishResult:
         if self.record:
+            if before_send is not None:
+                await before_send()
             r = await self.outbound.send(chat, message)
             return PublishResult(r.ok, list(r.platform_message_ids), r.error, r.unreachable)
         platform = self.outbound.platforms.get(chat.platform)
@@ -122,7 +142,7 @@ class OutboundPublisher:
 
         message = degrade(message, platform.capabilities)
         deliver = self.outbound.deliver
-        r = await deliver(platform, chat, message)
+        r = await deliver(platform, chat, message, before_send=before_send)
         return PublishResult(r.ok, list(r.platform_message_ids), r.error, r.unreachable)
 
 
@@ -476,11 +496,17 @@ class DeliveryEngine:
             committer.result({"id": row.id, "status": OutboxStatus.FAILED,
                               "error": f"render: {exc}"[:256]})
             return
-        await committer.intent({"id": row.id, "status": OutboxStatus.SENDING,
-                                "coupon_code": code})
+        async def mark_sending() -> None:
+            # Committed once the rate limiter has given this row its slot, right before the
+            # platform call: only requests really on their way can be left in doubt.
+            await committer.intent({"id": row.id, "status": OutboxStatus.SENDING,
+                                    "coupon_code": code})
+
         try:
-            result = await self.publisher.publish(row.chat, message)
+            result = await self.publisher.publish(row.chat, message, before_send=mark_sending)
         except Exception:
+            if committer.error is not None:
+                raise  # the outbox cannot be written: stop sending (nothing was sent)
             # Not a platform answer (e.g. the HTTP session closed during shutdown): the row
             # stays 'sending' and is treated like a crash - in doubt, settled by recover().
             log.exception("publish failed unexpectedly", extra={"drop": drop.id})

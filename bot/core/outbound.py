@@ -176,10 +176,20 @@ class Outbound:
                 await chats.set_bot_status(row, "left")
 
     async def deliver(
-        self, platform: ChatPlatform, chat: ChatRef, message: OutgoingMessage
+        self,
+        platform: ChatPlatform,
+        chat: ChatRef,
+        message: OutgoingMessage,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> DeliveryResult:
         """Send without storing a ``messages`` row (callers keep their own record, e.g. the
-        drop outbox): split, rate-limit, retry, map errors."""
+        drop outbox): split, rate-limit, retry, map errors.
+
+        ``before_send`` is awaited once, after the first part's rate-limit slot is taken and
+        right before the platform is first called: the drop outbox commits its "sending"
+        intent there, so a crash leaves in doubt only requests that were really on their way
+        (not ones still queued behind the rate limiter)."""
         caps = platform.capabilities
         limit = caps.max_text_length
         parts = split_text(message.text, limit) if message.text else [""]
@@ -191,7 +201,10 @@ class Outbound:
             if not last:
                 part_message = replace(part_message, buttons=[], image=None)
             try:
-                sent_id, attempts = await self._send_part(platform, chat, part, part_message, last)
+                sent_id, attempts = await self._send_part(
+                    platform, chat, part, part_message, last,
+                    before_send=before_send if index == 0 else None,
+                )
             except SendError as exc:
                 unreachable = isinstance(exc, PermanentSendError) and exc.recipient_unreachable
                 return DeliveryResult(
@@ -221,6 +234,8 @@ class Outbound:
         text: str,
         message: OutgoingMessage,
         with_extras: bool,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[str | None, int]:
         buckets = self._buckets(platform.name, chat)
         attempts = 0
@@ -230,6 +245,9 @@ class Outbound:
             if wait > 0:
                 await self.sleep(wait)
                 continue
+            if before_send is not None:
+                await before_send()
+                before_send = None
             attempts += 1
             try:
                 sent = await platform.send_part(chat, text, message, with_extras=with_extras)

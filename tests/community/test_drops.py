@@ -253,3 +253,52 @@ async def test_pause_mid_run_then_resume_delivers_the_rest_once(kit: Kit):
     final = await kit.engine.run(run_id)
     assert final.status == "done" and final.counts["sent"] == 20
     assert sorted(r.chat.id for r in kit.platform.sent) == sorted(str(i) for i in range(20))
+
+
+async def test_rows_waiting_for_the_rate_limiter_are_never_left_in_doubt(kit: Kit):
+    """What a kill -9 leaves in the outbox: only the row whose request is on its way is
+    'sending'; rows queued behind the rate limiter are still 'claimed', so recovery puts them
+    back as pending instead of re-sending them as in doubt (a possible duplicate)."""
+    import asyncio
+
+    from bot.core.outbound import PlatformLimits
+    from bot.core.shared import Rate
+    from models.community import OutboxStatus
+
+    for i in range(8):
+        await kit.contact(str(i))
+    kit.outbound.limits["fake"] = PlatformLimits(overall=Rate(1, 1.0, burst=2))
+    forever = asyncio.Event()
+
+    async def hang(seconds: float) -> None:  # the process "dies" while rows wait their turn
+        await forever.wait()
+
+    kit.outbound.sleep = hang  # type: ignore[method-assign]
+    in_flight = asyncio.Event()
+    original = kit.platform.send_part
+
+    async def slow_send(chat, text, message, *, with_extras):  # type: ignore[no-untyped-def]
+        if kit.platform.sent:  # the second request hangs on the wire
+            in_flight.set()
+            await forever.wait()
+        return await original(chat, text, message, with_extras=with_extras)
+
+    kit.platform.send_part = slow_send  # type: ignore[method-assign]
+    drop = await kit.drops.create(name="slow", text="x", audience=EVERYONE, run_at=T0)
+    task = asyncio.create_task(kit.drops.fire(drop.id))
+    await asyncio.wait_for(in_flight.wait(), 10)
+    await asyncio.sleep(0.05)
+    async with kit.db.session() as s:
+        statuses = dict((await s.execute(
+            select(OutboxRow.status, func.count()).group_by(OutboxRow.status))).all())
+    assert statuses.get(OutboxStatus.SENT) == 1
+    assert statuses.get(OutboxStatus.SENDING) == 1  # only the request on the wire
+    assert statuses.get(OutboxStatus.CLAIMED, 0) >= 2  # waiting workers: still just claimed
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    kit.outbound.limits["fake"] = PlatformLimits()
+    kit.platform.send_part = original  # type: ignore[method-assign]
+    fresh = make_kit(kit.db)
+    recovery = await fresh.engine.recover()
+    assert recovery.in_doubt_resent == 1
