@@ -174,3 +174,23 @@ def test_default_is_the_script_aware_concat_with_a_fast_single_query_path() -> N
     batch = english.embed(texts)
     for i, text in enumerate(texts):
         assert np.allclose(english._run([text], "query")[0], batch[i], atol=1e-4)
+    assert english.runtime == "onnx", "ONNX Runtime fast path not active"
+
+
+def test_onnx_export_is_cached_and_gives_the_torch_vectors(tmp_path: Path) -> None:
+    from knowledge_base.embedder import SentenceTransformerEmbedder
+
+    onnx = SentenceTransformerEmbedder(runtime="onnx", cache_dir=tmp_path)
+    files = list((tmp_path / "onnx").glob("*.onnx"))
+    assert onnx.runtime == "onnx" and len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    torch = SentenceTransformerEmbedder(runtime="torch")
+    assert torch.runtime == "torch"
+    texts = ["ok", "Can I use the serum on sensitive skin?", "送料はいくらですか", "x " * 400]
+    for text in texts:  # single texts take the ONNX path, long ones truncated the same way
+        assert np.allclose(onnx._run([text], "query"), torch._run([text], "query"), atol=1e-4)
+    again = SentenceTransformerEmbedder(runtime="onnx", cache_dir=tmp_path)
+    assert again.runtime == "onnx"
+    assert [f.stat().st_mtime_ns for f in (tmp_path / "onnx").glob("*.onnx")] == [stamp]
+    with pytest.raises(ValueError, match="unknown runtime"):
+        SentenceTransformerEmbedder(runtime="tensorrt")
