@@ -33,6 +33,7 @@ from knowledge_base.embedder import (
     is_latin_text,
     make_embedder,
     script_aware_search,
+    script_layout,
     search_vectors,
 )
 from knowledge_base.evaluation import (
@@ -159,6 +160,7 @@ class CachedEmbedder:
         if name in SCRIPT_AWARE:
             du, de = (s.dim for s in self._parts)
             self.dim = 2 * du + de
+            self.script_layout = (du, de)  # the retriever stores it block-wise, as live
         else:
             self.dim = sum(s.dim for s in self._parts)
         self.calls = 0
@@ -528,16 +530,33 @@ class _SyntheticPassages:
         self.dim = real.dim
         self._seeds = seeds
         self._rng = np.random.default_rng(0)
+        self._layout = script_layout(real)
+        if self._layout is not None:
+            self.script_layout = self._layout
 
     def search_vectors(self, vecs: np.ndarray) -> np.ndarray:
         return search_vectors(self.real, vecs)
+
+    def _noisy(self, base: np.ndarray) -> np.ndarray:
+        x = base + self._rng.normal(scale=0.6 / np.sqrt(base.shape[1]), size=base.shape)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
     def embed(self, texts: Sequence[str], *, kind: Kind = "query") -> np.ndarray:
         if kind == "query":
             return self.real.embed(texts, kind=kind)
         base = self._seeds[self._rng.integers(0, len(self._seeds), len(texts))]
-        x = base + self._rng.normal(scale=0.6 / np.sqrt(self.dim), size=(len(texts), self.dim))
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        if self._layout is None:
+            return self._noisy(base)
+        # the layout the live embedder gives these texts ([u, m, 0] for Latin script,
+        # [u, 0, u] otherwise), each block a noisy copy of a real FAQ vector's block
+        du, de = self._layout
+        latin = np.array([is_latin_text(t) for t in texts], dtype=bool)
+        u = self._noisy(base[:, :du])
+        m_base = base[:, du : du + de]
+        m = None
+        if latin.any():  # seeds are English FAQ questions: each has a MiniLM block
+            m = self._noisy(m_base[latin])
+        return compose_script_aware(u, m, latin, english_dim=de)
 
 
 def latency_worker(
@@ -559,10 +578,14 @@ def latency_worker(
     for size in sizes:
         while len(synthetic) < size:
             n = len(synthetic)
-            text = " ".join(rng.choices(words, k=rng.randint(4, 12)))
-            if n % 3 == 0:
-                text += " " + "".join(rng.choices(cjk, k=rng.randint(4, 10)))
-            answer = " ".join(rng.choices(words, k=20)) if fusion.answer_weight > 0 else None
+            if n % 3 == 0:  # a third of the entries are Japanese/Chinese ones
+                text = "".join(rng.choices(cjk, k=rng.randint(8, 24)))
+                answer = "".join(rng.choices(cjk, k=40))
+            else:
+                text = " ".join(rng.choices(words, k=rng.randint(4, 12)))
+                answer = " ".join(rng.choices(words, k=20))
+            if fusion.answer_weight <= 0:
+                answer = None
             synthetic.append(Document(f"syn-{n}", (text,), answer=answer))
         t0 = time.perf_counter()
         retriever.sync(synthetic[:size])

@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from .embedder import Embedder, search_vectors
-from .index import IndexKind, VectorIndex
+from .embedder import Embedder, script_layout, search_vectors
+from .index import IndexKind, ScriptAwareIndex, VectorIndex, index_exists, load_index, make_index
 from .lexical import BM25Index
 from .textnorm import clean_text, has_content, normalize, tokenize
 
@@ -179,11 +179,14 @@ class HybridRetriever:
         self._docs: dict[str, _Entry] = {}
         self._owner: dict[int, tuple[str, int]] = {}
         self._next_id = 0
-        self._vindex = VectorIndex(embedder.dim, kind=index_kind)
+        self._vindex = self._new_index(index_kind)
         self._bm25 = BM25Index()
         self._dirty = False
         if self.index_dir is not None:
             self._load()
+
+    def _new_index(self, kind: IndexKind) -> VectorIndex | ScriptAwareIndex:
+        return make_index(self.embedder.dim, kind=kind, layout=script_layout(self.embedder))
 
     # ------------------------------------------------------------------ info
     def __len__(self) -> int:
@@ -389,10 +392,23 @@ class HybridRetriever:
         tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, self.index_dir / _META)
 
+    def _adopt(
+        self, stored: VectorIndex | ScriptAwareIndex
+    ) -> VectorIndex | ScriptAwareIndex:
+        """The stored index in the layout this embedder wants: an index saved in the other
+        layout (e.g. a flat one by an earlier version) is copied over, not re-embedded."""
+        wanted = self._new_index(stored.kind)  # type: ignore[arg-type]
+        if type(wanted) is type(stored):
+            return stored
+        ids = stored.ids()
+        wanted.add(ids, stored.reconstruct(ids))
+        self._dirty = True
+        return wanted
+
     def _load(self) -> None:
         assert self.index_dir is not None
         meta_path = self.index_dir / _META
-        if not meta_path.exists() or not VectorIndex.exists(self.index_dir):
+        if not meta_path.exists() or not index_exists(self.index_dir):
             return
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -406,7 +422,7 @@ class HybridRetriever:
                     self.embedder.name,
                 )
                 return
-            vindex = VectorIndex.load(self.index_dir)
+            vindex = self._adopt(load_index(self.index_dir))
             docs = {
                 key: _Entry(
                     d["fp"],
