@@ -371,6 +371,7 @@ def faq_suite(
     lexical_weights: Sequence[float],
     answer_weights: Sequence[float],
     split: str = "test",
+    calibrated: bool = True,
 ) -> dict:
     faq_dir = data / "faq" / "stackfaq"
     docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=True)
@@ -382,7 +383,7 @@ def faq_suite(
             fusion = Fusion(lexical_weight=lw, answer_weight=aw)
             r = HybridRetriever(embedder=emb, fusion=fusion)
             r.sync(docs)
-            policy = DecisionPolicy.tune(r, val)
+            policy = DecisionPolicy.tune(r, val, calibrated=calibrated)
             mv = evaluate_faq(r, policy, val)
             key = (round(mv["mrr"], 3), mv["answer_or_handoff_accuracy"])
             if best is None or key > best[0]:
@@ -706,6 +707,11 @@ def write_defaults(rows: list[dict]) -> None:
             f"answer = {th.answer:.4f}",
             f"suggest = {th.suggest:.4f}",
             f"min_margin = {th.min_margin:.4f}",
+            *(
+                [f"answer_confidence = {th.answer_confidence:.4f}"]
+                if th.answer_confidence is not None
+                else []
+            ),
             "",
             f"[calibration.{key}]",
             f"a_score = {cal.a_score:.4f}",
@@ -806,7 +812,15 @@ def main(argv: list[str] | None = None) -> int:
         emb = CachedEmbedder(backend, stores)
         row: dict = {"label": label, "backend": backend, "baseline": cfg.baseline}
         row.update(intent_suite(cfg, emb, sets, seeds))
-        row.update(faq_suite(emb, data, lexical_weights=lws, answer_weights=aws))
+        row.update(
+            faq_suite(
+                emb,  # the baseline: one threshold on the top cosine (and margin) only
+                data,
+                lexical_weights=lws,
+                answer_weights=aws,
+                calibrated=not cfg.baseline,
+            )
+        )
         if backend not in live:
             live[backend] = make_embedder(backend)
         row["mini"] = mini_suite(live[backend], row["fusion"])

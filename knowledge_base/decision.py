@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -63,19 +63,58 @@ class Decision:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Score thresholds on the top hit's fused score: answer at or above ``answer``,
-    suggest at or above ``suggest``, hand off below. An answer also needs the top hit
-    to beat the runner-up by ``min_margin`` (otherwise the bot suggests)."""
+    """When to answer, suggest or hand off.
+
+    With ``answer_confidence`` set (what tuning chooses when validation supports it), the
+    bot answers when the calibrated confidence - the probability that the top hit is
+    right, from the top score and its margin over the runner-up - is at least
+    ``answer_confidence``. Without it, it answers when the top hit's fused score is at
+    least ``answer`` and beats the runner-up by ``min_margin``. Not answered, it suggests
+    the top questions when the top score is at least ``suggest``, else hands off."""
 
     answer: float
     suggest: float
     min_margin: float = 0.0
+    answer_confidence: float | None = None
 
     def __post_init__(self) -> None:
         if self.suggest > self.answer:
             raise ValueError(f"suggest threshold {self.suggest} exceeds answer {self.answer}")
         if self.min_margin < 0:
             raise ValueError("min_margin must be >= 0")
+        if self.answer_confidence is not None and not 0.0 <= self.answer_confidence <= 1.0:
+            raise ValueError("answer_confidence must be in [0, 1]")
+
+    def as_dict(self) -> dict[str, float]:
+        out = {"answer": self.answer, "suggest": self.suggest, "min_margin": self.min_margin}
+        if self.answer_confidence is not None:
+            out["answer_confidence"] = self.answer_confidence
+        return out
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, object]) -> Thresholds:
+        """From :meth:`as_dict` output (``defaults.toml`` rows, saved tuning)."""
+        conf = row.get("answer_confidence")
+        return cls(
+            answer=float(row["answer"]),  # type: ignore[arg-type]
+            suggest=float(row["suggest"]),  # type: ignore[arg-type]
+            min_margin=float(row.get("min_margin", 0.0)),  # type: ignore[arg-type]
+            answer_confidence=None if conf is None else float(conf),  # type: ignore[arg-type]
+        )
+
+    def with_scores(self, answer: float | None, suggest: float | None) -> Thresholds:
+        """Explicit score thresholds (settings) replace the tuned rule."""
+        answer_t = self.answer if answer is None else float(answer)
+        suggest_t = self.suggest if suggest is None else float(suggest)
+        return Thresholds(answer_t, min(suggest_t, answer_t), self.min_margin)
+
+    def describe(self) -> str:
+        rule = (
+            f"answer at confidence >= {self.answer_confidence:.3f}"
+            if self.answer_confidence is not None
+            else f"answer {self.answer:.4f}, min margin {self.min_margin:.3f}"
+        )
+        return f"{rule}, suggest {self.suggest:.4f}"
 
 
 class Calibrator(Protocol):
@@ -141,11 +180,7 @@ def default_thresholds(embedder_name: str) -> Thresholds:
     validation splits only); a conservative fallback for an embedder without entry."""
     table = load_defaults().get("thresholds", {})
     row = table.get(embedder_name) or table.get(_FALLBACK) or {"answer": 0.8, "suggest": 0.6}
-    return Thresholds(
-        answer=float(row["answer"]),
-        suggest=float(row["suggest"]),
-        min_margin=float(row.get("min_margin", 0.0)),
-    )
+    return Thresholds.from_dict(row)
 
 
 def default_calibrator(embedder_name: str) -> LogisticCalibrator:
@@ -207,7 +242,11 @@ class DecisionPolicy:
         th = self.thresholds
         conf = float(self.calibrator(hits))
         top, margin = _features(hits)
-        if top >= th.answer and margin >= th.min_margin:
+        if th.answer_confidence is not None:
+            answer = conf >= th.answer_confidence
+        else:
+            answer = top >= th.answer and margin >= th.min_margin
+        if answer:
             return Decision(DecisionKind.ANSWER, conf, hits, [])
         if top >= th.suggest:
             floor = th.suggest - 0.1
@@ -225,11 +264,14 @@ class DecisionPolicy:
         val_queries: list[tuple[str, str | None]],
         *,
         k: int = 5,
+        calibrated: bool = True,
     ) -> DecisionPolicy:
         """Tune thresholds and calibration on validation ``(query, expected key or None)``
         pairs (``None`` = out of scope: the bot should hand off). Never pass test data."""
         hit_lists = [retriever.search(q, k=k) for q, _ in val_queries]
-        return cls.tune_from_hits(hit_lists, [label for _, label in val_queries])
+        return cls.tune_from_hits(
+            hit_lists, [label for _, label in val_queries], calibrated=calibrated
+        )
 
     @classmethod
     def tune_from_hits(
@@ -240,12 +282,15 @@ class DecisionPolicy:
         margins: Sequence[float] = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05),
         oos_suggest_cost: float = 1.0,
         wrong_suggest_cost: float = 0.25,
+        calibrated: bool = True,
     ) -> DecisionPolicy:
         """Tune from precomputed hit lists.
 
         ``answer`` and ``min_margin`` maximise answer-or-hand-off accuracy (an in-scope
         query counts when its right entry is answered, an out-of-scope one when it is not
-        answered). ``suggest`` then maximises (right entry among the suggestions)
+        answered). With ``calibrated``, a threshold on the calibrated confidence
+        (``answer_confidence``) is tuned the same way and replaces them when it does at
+        least as well on these queries. ``suggest`` then maximises (right entry among the suggestions)
         − ``oos_suggest_cost`` × (out-of-scope queries shown suggestions)
         − ``wrong_suggest_cost`` × (in-scope queries shown only wrong suggestions).
         """
@@ -280,8 +325,18 @@ class DecisionPolicy:
             )
             if accs.max() > best[0] + 1e-12:
                 best = (float(accs.max()), _plateau_middle(grid, accs), float(mm))
-        _, t_answer, t_margin = best
+        box_acc, t_answer, t_margin = best
         answered = (top >= t_answer) & (margin >= t_margin)
+        # The calibrated rule: answer when P(top hit right | top, margin) >= p. Its boundary
+        # is a line in (top, margin) instead of a box; kept when validation says it is at
+        # least as good.
+        calibrator = LogisticCalibrator.fit(hit_lists, right1.tolist())
+        conf = np.array([calibrator(h) if h else 0.0 for h in hit_lists])
+        p_accs = np.array([((right1 & (conf >= p)) | (oos & (conf < p))).sum() / n for p in grid])
+        p_answer: float | None = None
+        if calibrated and p_accs.max() >= box_acc - 1e-12:
+            p_answer = _plateau_middle(grid, p_accs)
+            answered = conf >= p_answer
         util = []
         sgrid = grid[grid <= t_answer]
         for t in sgrid:
@@ -293,10 +348,12 @@ class DecisionPolicy:
             )
         t_suggest = _plateau_middle(sgrid, np.array(util, dtype=float)) if len(sgrid) else 0.0
         t_suggest = min(t_suggest, t_answer)
-        calibrator = LogisticCalibrator.fit(hit_lists, right1.tolist())
         return cls(
             Thresholds(
-                answer=round(t_answer, 4), suggest=round(t_suggest, 4), min_margin=t_margin
+                answer=round(t_answer, 4),
+                suggest=round(t_suggest, 4),
+                min_margin=t_margin,
+                answer_confidence=None if p_answer is None else round(p_answer, 4),
             ),
             calibrator,
         )

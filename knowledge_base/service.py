@@ -394,22 +394,14 @@ class KnowledgeService:
         if saved is None and self._sample_path() == SAMPLE_KB and SAMPLE_VALIDATION.exists():
             saved = self._tune_on_sample()
         if saved is not None:
-            base = Thresholds(
-                answer=float(saved["answer"]),
-                suggest=float(saved["suggest"]),
-                min_margin=float(saved.get("min_margin", 0.0)),
-            )
+            base = Thresholds.from_dict(saved)
             if "calibrator" in saved:
                 calibrator = LogisticCalibrator(**saved["calibrator"])
             self.thresholds_source = str(saved.get("source", self.thresholds_file))
         answer = self.settings.answer_threshold
         suggest = self.settings.suggest_threshold
         if answer is not None or suggest is not None:
-            answer_t = base.answer if answer is None else float(answer)
-            suggest_t = base.suggest if suggest is None else float(suggest)
-            base = Thresholds(
-                answer=answer_t, suggest=min(suggest_t, answer_t), min_margin=base.min_margin
-            )
+            base = base.with_scores(answer, suggest)
             self.thresholds_source = "settings"
         return DecisionPolicy(base, calibrator)
 
@@ -424,13 +416,7 @@ class KnowledgeService:
         """Remember tuned thresholds for the current embedder (used on next start)."""
         assert self._embedder is not None
         data = self._saved_thresholds()
-        th = policy.thresholds
-        row: dict[str, Any] = {
-            "answer": th.answer,
-            "suggest": th.suggest,
-            "min_margin": th.min_margin,
-            "source": source,
-        }
+        row: dict[str, Any] = {**policy.thresholds.as_dict(), "source": source}
         cal = policy.calibrator
         if isinstance(cal, LogisticCalibrator):
             row["calibrator"] = {
@@ -457,13 +443,7 @@ class KnowledgeService:
             self.save_policy(policy, source=source)
         except OSError as exc:
             log.warning("cannot save tuned thresholds: %s", exc)
-        th = policy.thresholds
-        out: dict[str, Any] = {
-            "answer": th.answer,
-            "suggest": th.suggest,
-            "min_margin": th.min_margin,
-            "source": source,
-        }
+        out: dict[str, Any] = {**policy.thresholds.as_dict(), "source": source}
         if isinstance(policy.calibrator, LogisticCalibrator):
             c = policy.calibrator
             out["calibrator"] = {"a_score": c.a_score, "a_margin": c.a_margin, "bias": c.bias}

@@ -592,7 +592,7 @@ async def cmd_ask(args: argparse.Namespace) -> int:
         print(f"suggest:  [{s.key}, {s.language}] {s.question}")
     th = service.policy.thresholds if service.ready else None
     if answer.hits:
-        print("hits:" + (f" (answer ≥ {th.answer:.3f}, suggest ≥ {th.suggest:.3f})" if th else ""))
+        print("hits:" + (f" ({th.describe()})" if th else ""))
         for n, h in enumerate(answer.hits, 1):
             print(f"  {n}. {h.key:<28} score {h.score:.3f}  dense {h.dense:.3f}  "
                   f"lexical {h.lexical:.3f}  \"{_short(h.matched_text, 50)}\"")
@@ -642,7 +642,7 @@ def _print_metrics(title: str, m: dict[str, float]) -> None:
 @_command
 async def cmd_eval(args: argparse.Namespace) -> int:
     from knowledge_base.content import read_content
-    from knowledge_base.decision import DecisionPolicy, Thresholds
+    from knowledge_base.decision import DecisionPolicy
     from knowledge_base.evaluation import evaluate_faq_hits
     from knowledge_base.retrieval import HybridRetriever
     from knowledge_base.service import entry_document
@@ -671,11 +671,8 @@ async def cmd_eval(args: argparse.Namespace) -> int:
             source = f"configured (defaults for {embedder.name})"
             kb = settings.knowledge_base
             if kb.answer_threshold is not None or kb.suggest_threshold is not None:
-                th = policy.thresholds
-                answer_t = th.answer if kb.answer_threshold is None else kb.answer_threshold
-                suggest_t = th.suggest if kb.suggest_threshold is None else kb.suggest_threshold
                 policy = DecisionPolicy(
-                    Thresholds(answer_t, min(suggest_t, answer_t), th.min_margin),
+                    policy.thresholds.with_scores(kb.answer_threshold, kb.suggest_threshold),
                     policy.calibrator,
                 )
                 source = "configured (settings)"
@@ -702,9 +699,7 @@ async def cmd_eval(args: argparse.Namespace) -> int:
             if args.save_thresholds and not args.faq:
                 service.save_policy(policy, source=str(where))
                 source += " (saved)"
-        th = policy.thresholds
-        print(f"thresholds: {source}: answer {th.answer:.4f}, suggest {th.suggest:.4f}, "
-              f"min margin {th.min_margin:.3f}")
+        print(f"thresholds: {source}: {policy.thresholds.describe()}")
         hits = await asyncio.to_thread(lambda: [retriever.search(q, k=10) for q, _, _ in test])
     finally:
         await db.dispose()

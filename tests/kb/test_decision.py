@@ -135,3 +135,43 @@ def test_shipped_defaults_exist_for_auto_embedder_and_fallback():
     assert isinstance(default_calibrator(AUTO_EMBEDDER), LogisticCalibrator)
     policy = DecisionPolicy.from_defaults(AUTO_EMBEDDER)
     assert policy.thresholds == th
+
+
+def _pair(top: float, margin: float, key: str = "k0") -> list[Hit]:
+    return [Hit(key, top, top, 0.0, "a"), Hit("other", top - margin, top - margin, 0.0, "b")]
+
+
+def test_tuning_answers_by_calibrated_confidence_when_a_box_cannot_separate():
+    # Right answers either clear the runner-up by far or score very high; the wrong and
+    # out-of-scope ones sit in between: no (score, margin) box separates them, a line does.
+    right = [_pair(0.60 + 0.01 * i, 0.20) for i in range(5)] + [
+        _pair(0.90 + 0.01 * i, 0.02) for i in range(5)
+    ]
+    wrong = [_pair(0.74 + 0.01 * i, 0.05, key="kx") for i in range(5)]
+    oos = [_pair(0.70 + 0.01 * i, 0.04) for i in range(5)]
+    hit_lists = right + wrong + oos
+    labels = ["k0"] * 10 + ["k0"] * 5 + [None] * 5
+    box = DecisionPolicy.tune_from_hits(hit_lists, labels, calibrated=False)
+    cal = DecisionPolicy.tune_from_hits(hit_lists, labels)
+    assert box.thresholds.answer_confidence is None
+    assert cal.thresholds.answer_confidence is not None
+    box_acc = evaluate_faq_hits(hit_lists, labels, box)["answer_or_handoff_accuracy"]
+    cal_acc = evaluate_faq_hits(hit_lists, labels, cal)["answer_or_handoff_accuracy"]
+    # every right top hit answered, nothing else: the 5 wrong top hits cannot count
+    assert cal_acc == pytest.approx(15 / 20) and box_acc < cal_acc
+    d = cal.decide(_pair(0.62, 0.2))
+    assert d.kind == DecisionKind.ANSWER and d.confidence >= cal.thresholds.answer_confidence
+    assert cal.decide(_pair(0.76, 0.05)).kind != DecisionKind.ANSWER
+
+
+def test_thresholds_round_trip_and_settings_override_the_confidence_rule():
+    th = Thresholds(answer=0.7, suggest=0.6, min_margin=0.01, answer_confidence=0.55)
+    assert Thresholds.from_dict(th.as_dict()) == th
+    plain = Thresholds(answer=0.7, suggest=0.6)
+    assert "answer_confidence" not in plain.as_dict()
+    assert Thresholds.from_dict(plain.as_dict()) == plain
+    over = th.with_scores(0.8, None)
+    assert over.answer_confidence is None and (over.answer, over.suggest) == (0.8, 0.6)
+    assert "confidence >= 0.550" in th.describe() and "answer 0.7000" in plain.describe()
+    with pytest.raises(ValueError):
+        Thresholds(answer=0.7, suggest=0.6, answer_confidence=1.5)
