@@ -47,7 +47,6 @@ import re
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import select  # noqa: E402
 
 from bench._handoff_double import TOKEN  # noqa: E402
+from bench._pg import drop_pg, pg_database  # noqa: E402
 from bot.app import KizunaApp  # noqa: E402
 from bot.handoff.accounts import AccountInput  # noqa: E402
 from config import load_settings  # noqa: E402
@@ -450,27 +450,6 @@ def table(results: list[dict[str, Any]]) -> str:
     for name, fn in rows:
         lines.append(f"| {name} | " + " | ".join(str(fn(r)) for r in results) + " |")
     return "\n".join(lines)
-
-
-async def pg_database() -> tuple[str, str] | None:
-    try:
-        import asyncpg
-
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test", timeout=3)
-    except Exception:
-        return None
-    name = f"kizuna_bench_{uuid.uuid4().hex[:8]}"
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return f"postgresql://postgres@127.0.0.1:5432/{name}", name
-
-
-async def drop_pg(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 async def main() -> int:

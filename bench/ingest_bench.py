@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
+from bench._pg import drop_pg, pg_database  # noqa: E402
 from bot.app import KizunaApp  # noqa: E402
 from bot.core.types import IncomingMessage  # noqa: E402
 from bot.telegram.platform import TelegramPlatform  # noqa: E402
@@ -177,27 +177,6 @@ async def wait_count(app: KizunaApp, target: int, timeout: float = 600) -> None:
             return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"only {await count(app)} of {target} messages stored")
-
-
-async def pg_database() -> tuple[str, str] | None:
-    try:
-        import asyncpg
-
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test", timeout=3)
-    except Exception:
-        return None
-    name = f"kizuna_bench_{uuid.uuid4().hex[:8]}"
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return f"postgresql://postgres@127.0.0.1:5432/{name}", name
-
-
-async def drop_pg(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 async def main() -> None:
