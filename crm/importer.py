@@ -35,6 +35,7 @@ from crm.normalise import (
     parse_datetime,
 )
 from crm.policy import CrmPolicy
+from crm.rollup import add_orders as add_order_months
 from models.contact import Contact, ContactIdentity
 from models.crm import MemberProfile, Order
 from models.db import Database
@@ -553,6 +554,8 @@ class CsvImporter:
                 )).scalars())
             for chunk in _chunks(new_rows, 5000):
                 await session.execute(insert(Order), chunk)
+            # The month rollup answers "spend/orders within N days"; same transaction.
+            await add_order_months(session, [r["external_id"] for r in new_rows])
             report.created = len(new_rows)
             report.purchasers = set(buyers)
             for r in new_rows:

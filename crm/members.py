@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.errors import CrmError, NotFound
 from crm.normalise import check_timezone, normalise_email, normalise_phone
 from crm.policy import CrmPolicy
+from crm.rollup import refresh_contacts as refresh_order_months
 from models.base import Base, utcnow
 from models.contact import Contact, ContactIdentity
 from models.crm import (
@@ -24,6 +25,7 @@ from models.crm import (
     MemberProfile,
     MemberStats,
     Order,
+    OrderMonth,
     Referral,
 )
 from models.db import Database
@@ -445,7 +447,8 @@ async def merge_contacts(session: AsyncSession, survivor: int, loser: int) -> in
     existing = await _existing_tables(session)
     moved = 0
     for tbl, col_name in _contact_references():
-        if tbl.name not in existing or tbl.name in ("crm_profiles", "crm_member_stats"):
+        if tbl.name not in existing or tbl.name in ("crm_profiles", "crm_member_stats",
+                                                     "crm_order_months"):
             continue
         col = tbl.c[col_name]
         # Unique keys containing the column: drop the loser's rows that would clash.
@@ -468,6 +471,11 @@ async def merge_contacts(session: AsyncSession, survivor: int, loser: int) -> in
         moved += result.rowcount or 0  # type: ignore[attr-defined]
     # A member cannot refer themself.
     await session.execute(delete(Referral).where(Referral.referrer_id == Referral.referee_id))
+    # The month rollup is derived from orders: recompute the survivor's (both sets of
+    # orders are the survivor's now); the loser's rows go with the loser.
+    if "crm_order_months" in existing:
+        await session.execute(delete(OrderMonth).where(OrderMonth.contact_id == loser))
+        await refresh_order_months(session, [survivor])
     await session.execute(delete(Contact).where(Contact.id == loser))
     session.expire_all()
     return moved

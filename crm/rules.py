@@ -20,29 +20,35 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Float,
+    Integer,
     and_,
     cast,
     column,
     exists,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
     table,
     true,
+    union_all,
 )
 from sqlalchemy.sql import FromClause
 
 from crm.errors import CrmError
+from crm.rollup import cents as order_cents
+from crm.rollup import window_months
 from models.contact import Contact, ContactIdentity
 from models.conversation import Message, MessageDirection
-from models.crm import ContactTag, MemberEvent, MemberProfile, MemberStats, Order
+from models.crm import ContactTag, MemberEvent, MemberProfile, MemberStats, Order, OrderMonth
 
 TIERS = ("dormant", "regular", "good", "best")
 #: Group membership tables the community module may provide, with their group-id column
@@ -231,6 +237,22 @@ def rule_fields(rule: Rule) -> set[str]:
     return out
 
 
+def uses_order_window(rule: Rule) -> bool:
+    """Whether the rule has a live "spend/orders within N days" condition."""
+    if isinstance(rule, Condition):
+        return rule.field in ("spend", "orders") and bool(rule.within_days)
+    return any(uses_order_window(child) for child in rule.children)
+
+
+def _in_cents(cond: Condition) -> Condition:
+    """The condition with its amount(s) in cents (exact decimal scaling of the float)."""
+    def scale(v: float) -> float:
+        return float(Decimal(repr(v)) * 100)
+
+    value = tuple(scale(v) for v in cond.value) if cond.op == "between" else scale(cond.value)
+    return Condition(cond.field, cond.op, value, cond.within_days)
+
+
 def marketable_clause() -> ColumnElement[bool]:
     """Not opted out and not declined (members never asked count as marketable: they
     started the chat themselves)."""
@@ -289,20 +311,39 @@ class RuleCompiler:
             return expr.in_(cond.value)  # type: ignore[no-any-return]
         return or_(expr.is_(None), expr.not_in(cond.value))
 
-    def _aggregate_window(self, cond: Condition, agg: Callable[[Any], Any]
-                          ) -> ColumnElement[bool]:
+    def _aggregate_window(self, cond: Condition, kind: str) -> ColumnElement[bool]:
         """spend/orders within N days: IN (buyers whose aggregate matches), or NOT EXISTS
-        (buyers whose aggregate does not) when zero itself matches, so non-buyers count."""
+        (buyers whose aggregate does not) when zero itself matches, so non-buyers count.
+
+        The window is answered from ``crm_order_months`` (whole UTC months, see
+        :mod:`crm.rollup`) plus or minus the raw orders of the cutoff's partial month, so a
+        90-day window reads ~3 month rows per buyer instead of every order. Spend is summed
+        in whole cents (exact) and compared with the threshold in cents."""
+        first, edge_from, edge_to, sign = window_months(
+            self._cutoff(cond.within_days or 0))
+        mo = OrderMonth.__table__.alias()
         o = Order.__table__.alias()
-        window = o.c.ordered_at >= self._cutoff(cond.within_days or 0)
-        sub = select(o.c.contact_id.label("cid")).where(window).group_by(o.c.contact_id)
-        match = self._numeric(agg(o), cond)
+        edge_cents = order_cents(o.c.amount)
+        rows = union_all(
+            select(mo.c.contact_id.label("cid"), mo.c.orders.label("n"),
+                   mo.c.spend_cents.label("cents")).where(mo.c.month >= first),
+            select(o.c.contact_id, literal(sign, Integer),
+                   edge_cents if sign > 0 else -edge_cents)
+            .where(o.c.ordered_at >= edge_from, o.c.ordered_at < edge_to),
+        ).subquery()
+        n = func.sum(rows.c.n)
+        if kind == "spend":
+            # Float sums of whole cents are exact (below 2**53) and far lighter than numeric.
+            match = self._numeric(func.sum(cast(rows.c.cents, Float)), _in_cents(cond))
+        else:
+            match = self._numeric(n, cond)
+        sub = select(rows.c.cid).group_by(rows.c.cid)
         if self._holds_at_zero(cond):
             # NOT EXISTS over the aggregate (an anti-join), never NOT IN (NULL-unsafe, and
             # PostgreSQL falls back to a per-row scan when the list outgrows work_mem).
-            failing = sub.having(not_(match)).subquery()
+            failing = sub.having(and_(n > 0, not_(match))).subquery()
             return ~exists().where(failing.c.cid == c.c.id)
-        return c.c.id.in_(sub.having(match))
+        return c.c.id.in_(sub.having(and_(n > 0, match)))
 
     # ---------------------------------------------------------------- fields
     def _f_tag(self, cond: Condition) -> ColumnElement[bool]:
@@ -382,13 +423,12 @@ class RuleCompiler:
 
     def _f_spend(self, cond: Condition) -> ColumnElement[bool]:
         if cond.within_days:
-            return self._aggregate_window(
-                cond, lambda o: func.sum(cast(o.c.amount, Float)))  # float: ~40% faster
+            return self._aggregate_window(cond, "spend")
         return self._stat(s.c.total_spend, cond)
 
     def _f_orders(self, cond: Condition) -> ColumnElement[bool]:
         if cond.within_days:
-            return self._aggregate_window(cond, lambda o: func.count())
+            return self._aggregate_window(cond, "orders")
         return self._stat(s.c.order_count, cond)
 
     def _f_spend_90d(self, cond: Condition) -> ColumnElement[bool]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -73,6 +74,27 @@ class Order(Base):
     store: Mapped[str | None] = mapped_column(String(128))
     items: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OrderMonth(Base):
+    """Per member per calendar month (UTC) order count and spend in whole cents, kept in
+    step with ``crm_orders`` by every write path (importer, merge, ``crm.rollup.rebuild``
+    after a bulk load). "spend / orders within N days" sums these months plus the few raw
+    orders of the one partial month at the window's start."""
+
+    __tablename__ = "crm_order_months"
+    __table_args__ = (
+        # Covering index: a window is an index-only range scan over months.
+        Index("ix_crm_order_months_month_contact_id", "month", "contact_id", "spend_cents",
+              "orders"),
+    )
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey(_CONTACT_FK, ondelete="CASCADE"), primary_key=True
+    )
+    month: Mapped[int] = mapped_column(Integer, primary_key=True)  # year * 12 + month - 1
+    orders: Mapped[int] = mapped_column(Integer, default=0)
+    spend_cents: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ContactTag(Base):
