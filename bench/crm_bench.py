@@ -2,10 +2,14 @@
 tag rules and segment-count latency, on SQLite and (with ``--pg``) PostgreSQL.
 
     .venv/bin/python -m bench.crm_bench [--quick] [--members N --orders M] [--pg] [--no-sqlite]
+        [--keep-pg | --reuse-pg SCHEMA]
 
 Full size is 1,000,000 members and 10,000,000 orders; ``--quick`` is 50k / 500k. The
 synthetic load uses the bulk paths (``executemany`` on SQLite, ``COPY`` on PostgreSQL) into
-the real, migrated schema; PostgreSQL runs in a dedicated schema that is dropped at the end.
+the real, migrated schema; PostgreSQL runs in a dedicated schema that is dropped at the end
+(``--keep-pg`` keeps it, ``--reuse-pg SCHEMA`` measures a kept one again without reloading).
+A bulk load bypasses the importer, so the order-month rollup (``crm.rollup``) is rebuilt
+after it, as any bulk path must.
 The real CSV importer is timed separately on a small file. Prints one markdown table.
 """
 
@@ -30,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from crm import CrmService
+from crm import CrmError, CrmService, rollup
 from models import Database
 
 PG_DSN = os.environ.get("KIZUNA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -100,6 +104,7 @@ class Result:
     load_members_s: float = 0.0
     load_orders_s: float = 0.0
     index_s: float = 0.0
+    rollup_s: float = 0.0
     recompute_s: float = 0.0
     rules_s: float = 0.0
     csv_rows_per_s: float = 0.0
@@ -382,8 +387,11 @@ async def measure(db: Database, result: Result, tmp: Path, repeats: int) -> None
     rec = await crm.scoring.recompute(now=NOW)
     result.recompute_s, result.tiers = rec.seconds, rec.tiers
     log(f"{result.backend}: recompute {rec.seconds:.1f}s {rec.tiers}")
-    await crm.rules.add_preset("repeat-buyer")
-    await crm.rules.add_preset("big-spender")
+    for preset in ("repeat-buyer", "big-spender"):
+        try:
+            await crm.rules.add_preset(preset)
+        except CrmError:  # a reused schema has them already
+            pass
     started = time.perf_counter()
     await crm.rules.evaluate_all(now=NOW)
     result.rules_s = time.perf_counter() - started
@@ -411,11 +419,12 @@ async def measure(db: Database, result: Result, tmp: Path, repeats: int) -> None
     # The real CSV importer on a small export (matching by shop id, validation, one txn).
     n = 20_000
     path = tmp / f"orders-{result.backend}.csv"
+    run = uuid.uuid4().hex[:6]  # new order ids on every run (a reused schema has the old)
     with path.open("w", encoding="utf-8") as f:
         f.write("order_id,customer_id,ordered_at,amount\n")
         for i in range(n):
             f.write(
-                f"CSV{i},C{i % result.members + 1},2025-05-{i % 28 + 1:02d} 12:00,"
+                f"CSV{run}-{i},C{i % result.members + 1},2025-05-{i % 28 + 1:02d} 12:00,"
                 f"{1000 + i % 5000}\n"
             )
     started = time.perf_counter()
@@ -434,6 +443,7 @@ async def run_sqlite(data: Synthetic, tmp: Path, repeats: int) -> Result:
         await db.dispose()
         await asyncio.to_thread(load_sqlite, str(path), data, result)
         db = Database(f"sqlite+aiosqlite:///{path}")
+        await rebuild_rollup(db, result)
         await measure(db, result, tmp, repeats)
     finally:
         await db.dispose()
@@ -442,18 +452,36 @@ async def run_sqlite(data: Synthetic, tmp: Path, repeats: int) -> Result:
     return result
 
 
-async def run_pg(data: Synthetic, tmp: Path, repeats: int, keep: bool = False) -> Result:
+async def rebuild_rollup(db: Database, result: Result) -> None:
+    started = time.perf_counter()
+    await rollup.rebuild(db)
+    result.rollup_s = time.perf_counter() - started
+    log(f"{result.backend}: order-month rollup rebuilt in {result.rollup_s:.1f}s")
+
+
+async def run_pg(
+    data: Synthetic, tmp: Path, repeats: int, keep: bool = False, reuse: str | None = None
+) -> Result:
     import asyncpg
 
     result = Result("PostgreSQL", data.members, data.orders)
-    schema = f"kz_crm_bench_{uuid.uuid4().hex[:8]}"
+    schema = reuse or f"kz_crm_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_DSN)
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    if reuse:
+        if not await admin.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await admin.close()
+            raise SystemExit(f"--reuse-pg: no schema {schema!r}")
+        keep = True
+        log(f"pg: reusing schema {schema} (no load; load figures are not measured)")
+    else:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
     url = "postgresql+asyncpg://" + PG_DSN.split("://", 1)[1]
     db = Database(url, schema=schema, pool_size=2)
     try:
         await db.upgrade()
-        await load_pg(schema, data, result)
+        if not reuse:
+            await load_pg(schema, data, result)
+        await rebuild_rollup(db, result)
         await measure(db, result, tmp, repeats)
     finally:
         await db.dispose()
@@ -481,6 +509,10 @@ def table(results: list[Result]) -> str:
             ],
         ],
         ["build orders indexes + (VACUUM) ANALYZE", *[f"{r.index_s:.1f} s" for r in results]],
+        [
+            "rebuild order-month rollup (+ VACUUM ANALYZE)",
+            *[f"{r.rollup_s:.1f} s" for r in results],
+        ],
         [
             "CSV importer (20k orders, validated)",
             *[f"{r.csv_rows_per_s:,.0f} orders/s" for r in results],
@@ -523,7 +555,9 @@ async def main_async(args: argparse.Namespace) -> None:
         if not args.no_sqlite:
             results.append(await run_sqlite(data, Path(tmp), args.repeats))
         if args.pg:
-            results.append(await run_pg(data, Path(tmp), args.repeats, args.keep_pg))
+            results.append(
+                await run_pg(data, Path(tmp), args.repeats, args.keep_pg, args.reuse_pg)
+            )
     print(table(results))
 
 
@@ -538,6 +572,12 @@ def main() -> None:
         "--keep-pg",
         action="store_true",
         help="keep the PostgreSQL schema (to EXPLAIN queries); prints its name",
+    )
+    parser.add_argument(
+        "--reuse-pg",
+        metavar="SCHEMA",
+        help="measure a schema kept by --keep-pg again (migrated, rollup rebuilt; no load); "
+        "use the same --members/--orders",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per count")
     parser.add_argument("--tmp", help="folder for the SQLite file (default: system temp)")
