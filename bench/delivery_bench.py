@@ -326,9 +326,10 @@ async def orchestrate(a: argparse.Namespace) -> int:
 
         if "fast" in a.only:
             # 2. raised limits
-            await set_limit(ctl, 1000.0)
+            limit = a.fast_rate
+            await set_limit(ctl, limit)
             run = await prepare(db_url, "fast", "fast drop", 0, users)
-            proc = await spawn_worker(db_url, api, run, 1000.0, None, 48)
+            proc = await spawn_worker(db_url, api, run, limit, None, 48)
             out = await run_output(proc)
             s = await stats(ctl, "fast drop")
             times = sorted(s["times"])
@@ -337,12 +338,12 @@ async def orchestrate(a: argparse.Namespace) -> int:
             n429b = s["too_many_requests"] - n429
             rows.append(
                 [
-                    "20,000 private, limit raised to 1,000/s",
+                    f"20,000 private, limit raised to {limit:,.0f}/s",
                     f"{len(times)} sent in {span:.1f}s",
                     f"{fast:.0f} msg/s",
-                    f"{fast / 1000 * 100:.1f}% of 1000",
+                    f"{fast / limit * 100:.1f}% of {limit:.0f}",
                     str(n429b),
-                    "PASS" if fast >= 1000 and n429b == 0 else "FAIL",
+                    "PASS" if fast >= min(limit, 1000) and n429b == 0 else "FAIL",
                 ]
             )
             print(
@@ -402,6 +403,13 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="shorter windows and crash test")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--kills", type=int, default=5, help="kill -9 count in the crash test")
+    p.add_argument(
+        "--fast-rate",
+        type=float,
+        default=1000.0,
+        help="the raised limit of the 'fast' scenario (msg/s); above 1,000 it shows the "
+        "engine's headroom (PASS still means at least 1,000 msg/s)",
+    )
     p.add_argument(
         "--only",
         type=lambda v: set(v.split(",")),
