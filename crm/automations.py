@@ -137,7 +137,7 @@ class AutomationService:
                    ).scalar_one_or_none()
             if seq is not None:
                 if not replace:
-                    raise CrmError(f"sequence {name!r} exists (use --replace to change it)")
+                    raise CrmError(f"sequence {name!r} already exists (choose another name, or replace it)")
                 seq.definition, seq.trigger = data, data["trigger"]
                 return seq
             seq = Sequence(name=name, trigger=data["trigger"], definition=data, enabled=True)

@@ -125,7 +125,7 @@ class SegmentService:
                      ).scalar_one_or_none()
             if found is not None:
                 if not replace:
-                    raise CrmError(f"segment {name!r} exists (use --replace to change it)")
+                    raise CrmError(f"segment {name!r} already exists (choose another name, or replace it)")
                 found.definition, found.description = data, description
                 return found
             seg = Segment(name=name, definition=data, description=description)

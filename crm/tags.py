@@ -78,7 +78,7 @@ class TagRuleService:
                     ).scalar_one_or_none()
             if rule is not None:
                 if not replace:
-                    raise CrmError(f"rule {name!r} exists (use --replace to change it)")
+                    raise CrmError(f"rule {name!r} already exists (choose another name, or replace it)")
                 rule.tag, rule.definition, rule.description = tag, data, description
                 return rule
             rule = TagRule(name=name, tag=tag, definition=data, description=description,
