@@ -117,8 +117,41 @@ class DropService:
         draft: bool = False,
         created_by: str | None = None,
     ) -> Drop:
-        """Validate everything first; on any error raise :class:`CommunityError` and store
-        nothing."""
+        """Validate everything first (:meth:`build`); on any error raise
+        :class:`CommunityError` and store nothing. Then store and schedule the drop."""
+        drop = await self.build(
+            name=name, text=text, texts=texts, audience=audience, kind=kind, format=format,
+            image_url=image_url, buttons=buttons, coupon=coupon, run_at=run_at, cron=cron,
+            timezone=timezone, grace_seconds=grace_seconds, respect_cap=respect_cap,
+            draft=draft, created_by=created_by,
+        )
+        async with self.db.session() as s:
+            s.add(drop)
+        self._schedule(drop)
+        return drop
+
+    async def build(
+        self,
+        *,
+        name: str,
+        text: str = "",
+        texts: dict[str, str] | None = None,
+        audience: Audience,
+        kind: str = "content",
+        format: str = "plain",
+        image_url: str | None = None,
+        buttons: list[list[dict[str, str]]] | None = None,
+        coupon: str | None = None,
+        run_at: datetime | str | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        grace_seconds: int | None = None,
+        respect_cap: bool = True,
+        draft: bool = False,
+        created_by: str | None = None,
+    ) -> Drop:
+        """The drop :meth:`create` would store, validated against the data but not stored
+        (the console's preview shows it); raises :class:`CommunityError`."""
         name = (name or "").strip()
         if not name or len(name) > 128:
             raise CommunityError("a drop needs a name (1-128 characters)")
@@ -134,8 +167,11 @@ class DropService:
         texts = {k: v for k, v in (texts or {}).items() if v and v.strip()}
         if not (text or "").strip() and not texts and not image_url and kind == "content":
             raise CommunityError("the drop is empty: give a text or an image")
-        if image_url is not None and not image_url.startswith(("http://", "https://")):
-            raise CommunityError("image must be an http(s) URL")
+        if image_url is not None and (
+            not image_url.startswith(("http://", "https://"))
+            or any(ch.isspace() for ch in image_url)
+        ):
+            raise CommunityError("the image must be an http(s) URL")
         rows = self._buttons(buttons or [])
         audience.validate()
         if audience.groups is not None and not audience.groups.empty:
@@ -143,7 +179,7 @@ class DropService:
         campaign_id = None
         if kind == "coupon":
             if not coupon:
-                raise CommunityError("a coupon drop needs a coupon campaign (--coupon NAME)")
+                raise CommunityError("a coupon drop needs a coupon campaign")
             async with self.db.session() as s:
                 camp = (await s.execute(
                     select(CouponCampaign).where(CouponCampaign.name == coupon))
@@ -156,7 +192,7 @@ class DropService:
                                      "groups need a shared-code campaign")
             campaign_id = camp.id
         elif coupon:
-            raise CommunityError("--coupon is only for coupon drops (--kind coupon)")
+            raise CommunityError("a coupon campaign is only for coupon drops")
         when: datetime | None = None
         if run_at is not None and cron:
             raise CommunityError("give either a time (one-off) or a cron (recurring), not both")
@@ -168,8 +204,8 @@ class DropService:
             except ValueError as exc:
                 raise CommunityError(str(exc)) from None
         if when is None and not cron and not draft:
-            raise CommunityError("give a time (--at '2026-05-01 09:00') or a cron "
-                                 "(--cron '0 9 * * mon'), or --draft")
+            raise CommunityError("give a time (one-off, e.g. '2026-05-01 09:00') or a cron "
+                                 "(recurring, e.g. '0 9 * * mon'), or keep it as a draft")
         grace = self.settings.grace_seconds if grace_seconds is None else grace_seconds
         if grace < 0:
             raise CommunityError("grace must be >= 0 seconds")
@@ -180,17 +216,13 @@ class DropService:
             content["image_url"] = image_url
         if rows:
             content["buttons"] = rows
-        drop = Drop(
+        return Drop(
             name=name, kind=kind, content=content, audience=audience.as_dict(),
             coupon_campaign_id=campaign_id, run_at=when, cron=cron or None, timezone=tz,
             grace_seconds=grace, respect_cap=respect_cap, created_by=created_by,
             created_at=self.now(),
             status=DropStatus.DRAFT if draft else DropStatus.SCHEDULED,
         )
-        async with self.db.session() as s:
-            s.add(drop)
-        self._schedule(drop)
-        return drop
 
     @staticmethod
     def _buttons(rows: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:

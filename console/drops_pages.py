@@ -224,69 +224,27 @@ def parse_spec(values: Mapping[str, Any], default_tz: str) -> Spec:
     )
 
 
-def content_of(spec: Spec) -> dict[str, Any]:
-    content: dict[str, Any] = {"text": spec.text, "format": spec.format}
-    if spec.texts:
-        content["texts"] = spec.texts
-    if spec.image_url:
-        content["image_url"] = spec.image_url
-    if spec.buttons:
-        content["buttons"] = spec.buttons
-    return content
-
-
 async def check(c: Console, rt: Any, spec: Spec) -> tuple[Drop, datetime | None]:
-    """The rules of ``DropService.create`` (and a time in the past), without storing: an
-    unsaved :class:`Drop` for the preview, and the UTC time of a one-off drop."""
-    if not spec.name or len(spec.name) > 128:
-        raise ConsoleError(400, "a drop needs a name (1-128 characters)")
-    if spec.kind not in ("content", "coupon"):
-        raise ConsoleError(400, "the kind is 'content' or 'coupon'")
-    if spec.format not in ("plain", "html"):
-        raise ConsoleError(400, "the format is 'plain' or 'html'")
-    tz = zone(spec.timezone)
-    if spec.kind == "content" and not spec.text and not spec.texts and not spec.image_url:
-        raise ConsoleError(400, "the drop is empty: write a text (or give a photo)")
-    if spec.image_url and (not spec.image_url.startswith(("http://", "https://"))
-                           or any(ch.isspace() for ch in spec.image_url)):
-        raise ConsoleError(400, "the photo must be an http(s) URL")
-    audience = spec.audience
-    campaign_id = None
+    """``DropService.build`` (the rules of ``create``) plus what only a form can get wrong -
+    a time in the past, a cron that never fires, an unknown CRM segment - without storing:
+    an unsaved :class:`Drop` for the preview, and the UTC time of a one-off drop."""
     with refused(missing=400):
-        audience.validate()
-        if audience.groups is not None and not audience.groups.empty:
-            await resolve_groups(rt.drops.db, audience.groups)
+        audience = spec.audience
         if audience.private is not None and audience.private.segment:
             await check_segment(c, audience.private.segment)
-        if spec.kind == "coupon":
-            if not spec.coupon:
-                raise CommunityError("a coupon drop needs a coupon campaign")
-            camp = await rt.coupons.get(spec.coupon)
-            if camp.kind != "shared" and audience.groups is not None \
-                    and not audience.groups.empty:
-                raise CommunityError("a group gets one message for everyone: coupon drops to "
-                                     "groups need a shared-code campaign")
-            campaign_id = camp.id
-        elif spec.coupon:
-            raise CommunityError("a coupon campaign is only for coupon drops")
-        when = None
+        drop: Drop = await rt.drops.build(
+            name=spec.name, kind=spec.kind, format=spec.format, text=spec.text,
+            texts=spec.texts or None, image_url=spec.image_url, buttons=spec.buttons,
+            coupon=spec.coupon, audience=audience, run_at=spec.run_at if spec.schedule == "once"
+            else None, cron=spec.cron if spec.schedule == "cron" else None,
+            timezone=spec.timezone, respect_cap=spec.respect_cap)
         now = rt.drops.now()
-        if spec.schedule == "once":
-            when = parse_when(spec.run_at or "", tz)
-            if when <= now:
-                raise CommunityError(f"{local(when, tz)} ({spec.timezone}) is in the past")
-        else:
-            try:
-                sched.cron_trigger(spec.cron or "", spec.timezone)
-                nxt = sched.next_cron_time(spec.cron or "", spec.timezone, now)
-            except ValueError as exc:
-                raise CommunityError(str(exc)) from None
-            if nxt is None:
-                raise CommunityError(f"the cron {spec.cron!r} never fires")
-    drop = Drop(name=spec.name, kind=spec.kind, content=content_of(spec),
-                audience=audience.as_dict(), coupon_campaign_id=campaign_id, run_at=when,
-                cron=spec.cron, timezone=spec.timezone, respect_cap=spec.respect_cap,
-                status=DropStatus.SCHEDULED, created_at=now)
+        when = drop.run_at
+        if when is not None and when <= now:
+            raise CommunityError(f"{local(when, zone(spec.timezone))} ({spec.timezone}) is in "
+                                 "the past")
+        if drop.cron and sched.next_cron_time(drop.cron, drop.timezone, now) is None:
+            raise CommunityError(f"the cron {drop.cron!r} never fires")
     return drop, when
 
 
