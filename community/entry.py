@@ -128,6 +128,17 @@ class EntryService:
             raise NotFound(f"no entry link {code!r}")
         return link
 
+    async def set_active(self, code: str, active: bool) -> EntryLink:
+        """Close an entry link (whoever opens it is told it is no longer active; the QR
+        codes already printed stay harmless) or reopen it."""
+        async with self.db.session() as s:
+            link = (await s.execute(select(EntryLink).where(EntryLink.code == code))) \
+                .scalar_one_or_none()
+            if link is None:
+                raise NotFound(f"no entry link {code!r}")
+            link.active = bool(active)
+        return link
+
     def start_url(self, code: str, platform: str = "telegram") -> str:
         admin = self.admins.get(platform)
         url = admin.start_link(code) if admin is not None else None

@@ -39,6 +39,8 @@ DONE = {
     "move": "Group moved.",
     "pool": "Pool saved.",
     "link": "Entry link created.",
+    "closed": "Entry link closed: whoever opens it is told it is no longer active.",
+    "reopened": "Entry link reopened.",
     "created": "Drop saved and scheduled.",
     "pause": "Drop paused.",
     "resume": "Drop resumed.",

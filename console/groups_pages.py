@@ -320,7 +320,7 @@ def register(c: Console) -> None:
         for link, pool, visits, joins in links:
             url = start_url(rt, link.code)
             no_url = no_url or url is None
-            rows.append(_link_row(c, link, pool, visits, joins, url))
+            rows.append(_link_row(c, link, pool, visits, joins, url, who.csrf_token))
         body = render(
             "community_links.html",
             message=join([done(request), message(error), message(
@@ -357,6 +357,35 @@ def register(c: Console) -> None:
             return await links_page(request, who, error=exc.message, status=exc.status,
                                     form=values)
         raise web.HTTPSeeOther(c.url("/community/links?done=link"))
+
+    @c.page("/community/links/{code}/state", role=Role.MANAGER, method="POST")
+    async def link_state(request: web.Request, who: Who) -> web.StreamResponse:
+        rt = need(c)
+        code = request.match_info["code"]
+        if not CODE_RE.fullmatch(code):
+            raise ConsoleError(404, "no such entry link")
+        action = field(await request.post(), "action")
+        if action not in ("close", "reopen"):
+            raise ConsoleError(400, "action is 'close' or 'reopen'")
+        with refused():
+            await rt.entry.set_active(code, action == "reopen")
+        done_key = "reopened" if action == "reopen" else "closed"
+        raise web.HTTPSeeOther(c.url(f"/community/links?done={done_key}"))
+
+    @c.api("POST", "/api/community/links/{code}", role=Role.MANAGER)
+    async def link_state_api(request: web.Request, who: Who) -> web.StreamResponse:
+        """``{"active": false}`` closes the link, ``{"active": true}`` reopens it."""
+        rt = need(c)
+        data = await c.json_body(request)
+        if not isinstance(data.get("active"), bool):
+            raise ConsoleError(400, "give active: true or false")
+        code = request.match_info["code"]
+        with refused():
+            link = await rt.entry.set_active(code, data["active"])
+        pool = (await rt.groups.pool_info(link.pool_id)).pool.name
+        visits, joins = next(((v, j) for x, _p, v, j in await rt.entry.links()
+                              if x.code == code), (0, 0))
+        return c.json({"link": link_json(rt, link, pool, visits, joins)})
 
     @c.page("/community/links/{code}/qr.png", role=Role.MANAGER)
     async def link_qr(request: web.Request, who: Who) -> web.StreamResponse:
@@ -420,17 +449,23 @@ def _group_row(c: Console, info: Any) -> Markup:
 
 
 def _link_row(c: Console, link: Any, pool: str, visits: int, joins: int,
-              url: str | None) -> Markup:
+              url: str | None, csrf: str) -> Markup:
     qr = c.url(f"/community/links/{link.code}/qr.png")
+    state = fmt(
+        '<form method="post" action="{}" class="inline"><input type="hidden" '
+        'name="csrf_token" value="{}"><button type="submit" name="action" value="{}">{}'
+        '</button></form>', c.url(f"/community/links/{link.code}/state"), csrf,
+        "close" if link.active else "reopen", "Close" if link.active else "Reopen")
     where = join((fmt("<span>{} {}</span>", what, value) for what, value in (
         ("campaign", link.campaign), ("store", link.store), ("groups tagged", link.group_tag))
         if value), sep=" ")
     return fmt(
-        '<tr data-code="{}"><td><strong>{}</strong>{}<br><small>{}</small></td><td>{}</td>'
-        '<td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td>'
+        '<tr data-code="{}"{}><td><strong>{}</strong>{}<br><small>{}</small> {}</td>'
+        '<td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td>'
         '<td class="deeplink">{}</td><td>{}</td></tr>',
-        link.code, link.code, fmt(" <small>({})</small>", link.label) if link.label else "",
-        "active" if link.active else "closed", pool, where or "—",
+        link.code, Markup("") if link.active else Markup(' class="closed"'), link.code,
+        fmt(" <small>({})</small>", link.label) if link.label else "",
+        "active" if link.active else "closed", state, pool, where or "—",
         "join request" if link.join_mode == "request" else "invite link", visits, joins,
         fmt('<a href="{}" rel="noopener noreferrer">{}</a>', url, url) if url else "—",
         fmt('<a href="{}?scale=10&amp;download=1" title="Download the QR code">'

@@ -135,10 +135,17 @@ async def groups_link(rt: Any, a: argparse.Namespace) -> int:
     if a.code is None:
         links = await rt.entry.links()
         _table([[link.code, pool, link.campaign, link.store, link.group_tag, link.join_mode,
-                 visits, joins] for link, pool, visits, joins in links],
-               ["code", "pool", "campaign", "store", "group tag", "mode", "visits", "joins"])
+                 "active" if link.active else "closed", visits, joins]
+                for link, pool, visits, joins in links],
+               ["code", "pool", "campaign", "store", "group tag", "mode", "state", "visits",
+                "joins"])
         return 0
     from community.errors import NotFound
+
+    if a.close or a.reopen:
+        await rt.entry.set_active(a.code, a.reopen)
+        print(f"entry link {a.code!r} {'reopened' if a.reopen else 'closed'}")
+        return 0
 
     try:
         await rt.entry.get_link(a.code)
@@ -397,6 +404,10 @@ def register(sub: Any) -> None:
     p.add_argument("--tag", help="only groups with this tag (e.g. store:shibuya)")
     p.add_argument("--request", action="store_true",
                    help="members ask to join and are approved by the pool's rule")
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--close", action="store_true",
+                       help="close the link: whoever opens it is told it is no longer active")
+    state.add_argument("--reopen", action="store_true", help="reopen a closed link")
     p.set_defaults(func=_run(groups_link))
     p = gs.add_parser("qr", help="write an entry link's QR code as PNG")
     p.add_argument("code")

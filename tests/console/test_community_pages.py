@@ -239,6 +239,23 @@ async def test_entry_links_with_join_counts_and_qr_codes(world: World,
         ("shibuya", "link", 0, 0), ("osaka-1", "request", 0, 0)]
     api_made = await boss.ok("POST", "/api/community/links", {"code": "web", "pool": "default"})
     assert api_made["link"]["url"] == f"https://t.me/{BOT}?start=web"
+    # close a link from its row, reopen it through the API
+    closed = await form(boss, "/community/links/shibuya/state", {"action": "close"})
+    assert closed.status == 303 and closed.headers["Location"].endswith("done=closed")
+    assert (await rt.entry.get_link("shibuya")).active is False
+    page = await (await boss.client.get("/console/community/links?done=closed")).text()
+    row = re.search(r'<tr data-code="shibuya" class="closed">(.*?)</tr>', page, re.S)
+    assert row and "closed" in row.group(1) and 'value="reopen"' in row.group(1)
+    assert "Entry link closed" in page
+    nocsrf = await boss.client.post("/console/community/links/shibuya/state",
+                                    data={"action": "reopen"}, allow_redirects=False)
+    assert nocsrf.status in (400, 403) and (await rt.entry.get_link("shibuya")).active is False
+    assert (await form(boss, "/community/links/shibuya/state", {"action": "x"})).status == 400
+    assert (await form(boss, "/community/links/nope/state", {"action": "close"})).status == 404
+    reopened = await boss.ok("POST", "/api/community/links/shibuya", {"active": True})
+    assert reopened["link"]["active"] is True and reopened["link"]["code"] == "shibuya"
+    bad_state = await boss.api("POST", "/api/community/links/shibuya", {"active": "no"})
+    assert bad_state.status == 400
     # the QR code: a PNG of the deep link, for a signed-in manager only
     qr = await boss.client.get("/console/community/links/shibuya/qr.png")
     assert qr.status == 200 and qr.content_type == "image/png"

@@ -171,6 +171,22 @@ async def test_entry_link_fills_first_group_then_second(world: World):
     # Pool "shibuya" has 1 free seat left (< threshold 1 is false; 0 would alert).
 
 
+async def test_a_closed_entry_link_says_so_and_a_reopened_one_routes_again(world: World):
+    w = world
+    g1 = await make_group(w, "Umeda fans", members=0, capacity=10, pool="umeda")
+    await w.community.entry.create_link("umeda-2025", pool="umeda", campaign="xmas-2025")
+    closed = await w.community.entry.set_active("umeda-2025", False)
+    assert closed.active is False
+    aiko = w.api.add_user("Aiko", language_code="en")
+    last = await start_with_code(w, aiko, "umeda-2025")
+    assert "no longer active" in last["text"]
+    assert not g1.invite_links  # nobody was routed
+    await w.community.entry.set_active("umeda-2025", True)
+    ben = w.api.add_user("Ben", language_code="en")
+    url = join_url(await start_with_code(w, ben, "umeda-2025"))
+    assert url in g1.invite_links
+
+
 async def test_pool_low_alert_and_full_pool(world: World):
     w = world
     g1 = await make_group(w, "Ginza 1", capacity=3, pool="ginza")
