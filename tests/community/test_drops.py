@@ -302,3 +302,45 @@ async def test_rows_waiting_for_the_rate_limiter_are_never_left_in_doubt(kit: Ki
     fresh = make_kit(kit.db)
     recovery = await fresh.engine.recover()
     assert recovery.in_doubt_resent == 1
+
+
+async def test_an_outbox_that_cannot_be_written_stops_the_run_instead_of_hanging(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+):
+    """A database outage in the middle of a drop: the run fails loudly at once (no worker
+    waits forever on a write that will never happen), and after recovery every member gets
+    the drop; only rows whose outcome was lost with the failed write can be sent twice."""
+    import asyncio
+
+    from community import delivery
+
+    for i in range(20):
+        await kit.contact(str(i))
+    drop = await kit.drops.create(name="outage", text="x", audience=EVERYONE, run_at=T0)
+    calls = 0
+    original = delivery._Committer._write
+
+    async def failing(self, intents, results):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls >= 4:
+            raise RuntimeError("database is gone")
+        await original(self, intents, results)
+
+    monkeypatch.setattr(delivery._Committer, "_write", failing)
+    with pytest.raises(RuntimeError, match="database is gone"):
+        await asyncio.wait_for(kit.drops.fire(drop.id), 10)
+    sent_before = len(kit.platform.sent)
+    assert sent_before < 20
+    monkeypatch.setattr(delivery._Committer, "_write", original)
+    fresh = make_kit(kit.db)
+    fresh.platform = kit.platform
+    fresh.outbound.platforms["fake"] = kit.platform
+    recovery = await fresh.engine.recover()
+    async with kit.db.session() as s:
+        run_id = (await s.execute(select(DropRun.id))).scalar_one()
+    report = await fresh.engine.run(run_id)
+    assert report.counts["sent"] == 20
+    chats = [r.chat.id for r in kit.platform.sent]
+    assert set(chats) == {str(i) for i in range(20)}
+    assert len(chats) - 20 <= recovery.in_doubt_resent
