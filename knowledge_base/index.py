@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ __all__ = ["IndexKind", "ScriptAwareIndex", "VectorIndex", "index_exists", "load
 
 IndexKind = Literal["flat", "fp16", "sq8"]
 _FILE = "vectors.faiss"
+_LAYOUT = "layout.json"  # ScriptAwareIndex: its marker file and block folders
+_PARTS = ("u_latin", "m_latin", "u_other")
 
 
 def _faiss():  # lazy import keeps `import knowledge_base` cheap
@@ -127,6 +130,10 @@ class VectorIndex:
         with self._lock:
             _faiss().write_index(self._index, str(tmp))
         os.replace(tmp, path)
+        # a block-wise index saved here before (another embedder) must not shadow this one
+        (directory / _LAYOUT).unlink(missing_ok=True)
+        for name in _PARTS:
+            shutil.rmtree(directory / name, ignore_errors=True)
         return path
 
     @classmethod
@@ -166,9 +173,6 @@ class VectorIndex:
         return (Path(directory) / _FILE).exists()
 
 
-_LAYOUT = "layout.json"
-_PARTS = ("u_latin", "m_latin", "u_other")
-
 
 class ScriptAwareIndex:
     """The vectors of :class:`knowledge_base.embedder.ScriptAwareConcat`, stored by block.
@@ -186,8 +190,9 @@ class ScriptAwareIndex:
     MiniLM weight 1) reads only the MiniLM block of Latin rows and the USE block of the
     others; a Japanese or Chinese query (``b = c = 0``) only the USE blocks: about a third
     of the memory traffic of the flat layout, and exactly the same results. With a weight
-    between 0 and 1 (``a`` and ``b`` both non-zero) Latin rows are taken from the union of
-    both blocks' top candidates and rescored exactly.
+    strictly between 0 and 1 (``a`` and ``b`` both non-zero) Latin rows are taken from the
+    union of both blocks' top ``max(4k, 64)`` candidates and rescored exactly: approximate (a
+    row that is in neither block's top list is missed), and not the shipped default (1).
     """
 
     def __init__(

@@ -135,3 +135,17 @@ def test_retriever_uses_blocks_and_adopts_a_saved_flat_index(tmp_path: Path):
     assert isinstance(load_index(tmp_path), ScriptAwareIndex)
     again = HybridRetriever(embedder=emb, index_dir=tmp_path)
     assert isinstance(again._vindex, ScriptAwareIndex) and len(again) == len(DOCS)
+
+
+def test_switching_embedders_saves_over_the_other_layout(tmp_path: Path):
+    stored, _ = _layout_vectors(10)
+    blocks = ScriptAwareIndex(DU, DE)
+    blocks.add(np.arange(10), stored)
+    blocks.save(tmp_path)
+    flat = VectorIndex(8)
+    flat.add([1, 2], _unit(np.random.default_rng(3).normal(size=(2, 8))))
+    flat.save(tmp_path)  # e.g. the knowledge base moved to another embedder
+    back = load_index(tmp_path)
+    assert isinstance(back, VectorIndex) and back.dim == 8 and len(back) == 2
+    blocks.save(tmp_path)  # and back again
+    assert isinstance(load_index(tmp_path), ScriptAwareIndex)
