@@ -18,10 +18,13 @@ module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import threading
+import time
+import uuid
 import warnings
 import zlib
 from collections import OrderedDict
@@ -358,24 +361,38 @@ def _onnx_single_encoder(
             h.update(f"|{f.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}".encode())
         folder = Path(cache_dir) if cache_dir is not None else kizuna_cache_dir()
         target = folder / "onnx" / f"{path.name}-{h.hexdigest()[:16]}.onnx"
-        if not target.exists():
-            _export_onnx(auto, tokenizer, normalize_out, target)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(target), opts, providers=["CPUExecutionProvider"])
 
-        def encode(text: str) -> np.ndarray:
-            enc = tokenizer([text], return_tensors="np", truncation=True, max_length=max_len)
-            feed = {
-                "input_ids": enc["input_ids"].astype(np.int64),
-                "attention_mask": enc["attention_mask"].astype(np.int64),
-                "token_type_ids": enc["token_type_ids"].astype(np.int64),
-            }
-            return np.asarray(session.run(None, feed)[0], dtype=np.float32)
+        def load() -> Callable[[str], np.ndarray] | None:
+            session = ort.InferenceSession(
+                str(target), opts, providers=["CPUExecutionProvider"]
+            )
 
-        return encode if _same_vectors(model, encode) else None
+            def encode(text: str) -> np.ndarray:
+                enc = tokenizer([text], return_tensors="np", truncation=True, max_length=max_len)
+                feed = {
+                    "input_ids": enc["input_ids"].astype(np.int64),
+                    "attention_mask": enc["attention_mask"].astype(np.int64),
+                    "token_type_ids": enc["token_type_ids"].astype(np.int64),
+                }
+                return np.asarray(session.run(None, feed)[0], dtype=np.float32)
+
+            return encode if _same_vectors(model, encode) else None
+
+        if target.exists():
+            try:
+                encode = load()
+            except Exception:  # noqa: BLE001 - unreadable (e.g. truncated): export again
+                encode = None
+            if encode is not None:
+                return encode
+            log.warning("cached ONNX model %s is unusable; exporting it again", target)
+            target.unlink(missing_ok=True)
+        _export_onnx(auto, tokenizer, normalize_out, target)
+        return load()
     except Exception:  # noqa: BLE001 - any failure: the next runtime is tried
         log.debug("ONNX export of %s failed; using PyTorch", path, exc_info=True)
         return None
@@ -402,7 +419,11 @@ def _export_onnx(auto, tokenizer, normalize_out: bool, target: Path) -> None:
     enc = tokenizer(["a short example sentence"], return_tensors="pt")
     example = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed export
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     axes = {0: "batch", 1: "tokens"}
     try:
         with torch.inference_mode(), warnings.catch_warnings():

@@ -194,3 +194,14 @@ def test_onnx_export_is_cached_and_gives_the_torch_vectors(tmp_path: Path) -> No
     assert [f.stat().st_mtime_ns for f in (tmp_path / "onnx").glob("*.onnx")] == [stamp]
     with pytest.raises(ValueError, match="unknown runtime"):
         SentenceTransformerEmbedder(runtime="tensorrt")
+
+
+def test_a_corrupt_onnx_cache_is_exported_again(tmp_path: Path) -> None:
+    from knowledge_base.embedder import SentenceTransformerEmbedder
+
+    SentenceTransformerEmbedder(runtime="onnx", cache_dir=tmp_path)
+    (cached,) = (tmp_path / "onnx").glob("*.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])  # a disk-full or killed copy
+    again = SentenceTransformerEmbedder(runtime="onnx", cache_dir=tmp_path)
+    assert again.runtime == "onnx" and cached.stat().st_size > 1_000_000
+    assert not list((tmp_path / "onnx").glob(".*.tmp"))
