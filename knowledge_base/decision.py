@@ -68,7 +68,7 @@ class Thresholds:
     With ``answer_confidence`` set (what tuning chooses when validation supports it), the
     bot answers when the calibrated confidence - the probability that the top hit is
     right, from the top score and its margin over the runner-up - is at least
-    ``answer_confidence``. Without it, it answers when the top hit's fused score is at
+    ``answer_confidence`` and the top score at least ``answer``. Without it, it answers when the top hit's fused score is at
     least ``answer`` and beats the runner-up by ``min_margin``. Not answered, it suggests
     the top questions when the top score is at least ``suggest``, else hands off."""
 
@@ -103,14 +103,17 @@ class Thresholds:
         )
 
     def with_scores(self, answer: float | None, suggest: float | None) -> Thresholds:
-        """Explicit score thresholds (settings) replace the tuned rule."""
+        """Explicit score thresholds (settings): an answer threshold replaces the tuned rule
+        by the plain score rule; a suggest threshold alone keeps the answer rule."""
         answer_t = self.answer if answer is None else float(answer)
         suggest_t = self.suggest if suggest is None else float(suggest)
-        return Thresholds(answer_t, min(suggest_t, answer_t), self.min_margin)
+        conf = self.answer_confidence if answer is None else None
+        return Thresholds(answer_t, min(suggest_t, answer_t), self.min_margin, conf)
 
     def describe(self) -> str:
         rule = (
-            f"answer at confidence >= {self.answer_confidence:.3f}"
+            f"answer at confidence >= {self.answer_confidence:.3f} and score >= "
+            f"{self.answer:.4f}"
             if self.answer_confidence is not None
             else f"answer {self.answer:.4f}, min margin {self.min_margin:.3f}"
         )
@@ -243,7 +246,7 @@ class DecisionPolicy:
         conf = float(self.calibrator(hits))
         top, margin = _features(hits)
         if th.answer_confidence is not None:
-            answer = conf >= th.answer_confidence
+            answer = conf >= th.answer_confidence and top >= th.answer
         else:
             answer = top >= th.answer and margin >= th.min_margin
         if answer:
@@ -327,16 +330,25 @@ class DecisionPolicy:
                 best = (float(accs.max()), _plateau_middle(grid, accs), float(mm))
         box_acc, t_answer, t_margin = best
         answered = (top >= t_answer) & (margin >= t_margin)
-        # The calibrated rule: answer when P(top hit right | top, margin) >= p. Its boundary
-        # is a line in (top, margin) instead of a box; kept when validation says it is at
-        # least as good.
+        # The calibrated rule: answer when P(top hit right | top, margin) >= p and the top
+        # score is at least a floor (a line in (top, margin) is not enough on its own: one
+        # lone weak hit has a large "margin"). (p, floor) are tuned together; the rule is
+        # kept when validation says it is at least as good as the box.
         calibrator = LogisticCalibrator.fit(hit_lists, right1.tolist())
         conf = np.array([calibrator(h) if h else 0.0 for h in hit_lists])
-        p_accs = np.array([((right1 & (conf >= p)) | (oos & (conf < p))).sum() / n for p in grid])
         p_answer: float | None = None
-        if calibrated and p_accs.max() >= box_acc - 1e-12:
-            p_answer = _plateau_middle(grid, p_accs)
-            answered = conf >= p_answer
+        if calibrated:
+            over_p = conf[None, :] >= grid[:, None]  # (p, query)
+            per_floor = np.empty(len(grid))
+            for i, floor in enumerate(grid):
+                ans = over_p & (top >= floor)[None, :]
+                per_floor[i] = (((right1 & ans) | (oos & ~ans)).sum(axis=1) / n).max()
+            if per_floor.max() >= box_acc - 1e-12:
+                floor = _plateau_middle(grid, per_floor)
+                ans = over_p & (top >= floor)[None, :]
+                p_answer = _plateau_middle(grid, ((right1 & ans) | (oos & ~ans)).sum(axis=1) / n)
+                t_answer, t_margin = floor, 0.0
+                answered = (conf >= p_answer) & (top >= floor)
         util = []
         sgrid = grid[grid <= t_answer]
         for t in sgrid:

@@ -80,11 +80,16 @@ def test_tune_from_hits_separates_in_scope_from_oos():
         hits(0.4, 0.2),
     ]
     labels: list[str | None] = ["k0", "k0", "k0", None, None, None]
-    policy = DecisionPolicy.tune_from_hits(hit_lists, labels)
-    assert 0.5 < policy.thresholds.answer <= 0.82
-    assert policy.thresholds.suggest <= policy.thresholds.answer
-    m = evaluate_faq_hits(hit_lists, labels, policy)
-    assert m["answer_or_handoff_accuracy"] == 1.0
+    for calibrated in (False, True):
+        policy = DecisionPolicy.tune_from_hits(hit_lists, labels, calibrated=calibrated)
+        th = policy.thresholds
+        if calibrated:  # the confidence rule separates them; its score floor stays below
+            assert th.answer_confidence is not None and th.answer <= 0.82
+        else:
+            assert th.answer_confidence is None and 0.5 < th.answer <= 0.82
+        assert th.suggest <= th.answer
+        m = evaluate_faq_hits(hit_lists, labels, policy)
+        assert m["answer_or_handoff_accuracy"] == 1.0
     assert policy.calibrator(hits(0.9, 0.5)) > 0.5 > policy.calibrator(hits(0.4, 0.3))
 
 
@@ -175,3 +180,19 @@ def test_thresholds_round_trip_and_settings_override_the_confidence_rule():
     assert "confidence >= 0.550" in th.describe() and "answer 0.7000" in plain.describe()
     with pytest.raises(ValueError):
         Thresholds(answer=0.7, suggest=0.6, answer_confidence=1.5)
+
+
+def test_the_confidence_rule_never_answers_below_its_score_floor():
+    """One weak hit has a large margin over "nothing": the confidence rule alone would
+    answer it; the tuned score floor (``answer``) keeps it a hand-off."""
+    policy = DecisionPolicy(
+        Thresholds(answer=0.55, suggest=0.5, answer_confidence=0.3),
+        LogisticCalibrator(a_score=9.2, a_margin=14.8, bias=-7.3),
+    )
+    lone = [Hit("k0", 0.30, 0.30, 0.0, "a")]
+    assert policy.calibrator(lone) >= 0.3  # confident by the line alone...
+    assert policy.decide(lone).kind == DecisionKind.HANDOFF  # ...but below the floor
+    assert policy.decide(_pair(0.62, 0.2)).kind == DecisionKind.ANSWER
+    th = policy.thresholds
+    assert th.with_scores(None, 0.45).answer_confidence == 0.3  # suggest only: rule kept
+    assert th.with_scores(0.7, None).answer_confidence is None  # answer: plain score rule
