@@ -132,6 +132,10 @@ async def _start_url(rt: Any, code: str) -> str:
 
 
 async def groups_link(rt: Any, a: argparse.Namespace) -> int:
+    if a.code is None and (a.close or a.reopen or a.pool):
+        from community.errors import CommunityError
+
+        raise CommunityError("give the entry link's code (kizuna groups link CODE ...)")
     if a.code is None:
         links = await rt.entry.links()
         _table([[link.code, pool, link.campaign, link.store, link.group_tag, link.join_mode,

@@ -65,5 +65,7 @@ def test_entry_links_close_and_reopen_from_the_cli(cli, tmp_path: Path) -> None:
     assert code != 0 and "no entry link 'nope'" in err and "Traceback" not in err
     code, out, _ = cli("groups", "qr", "shibuya-2026", "-o", str(tmp_path / "qr.png"))
     assert code == 0 and (tmp_path / "qr.png").read_bytes().startswith(b"\x89PNG")
+    code, _, err = cli("groups", "link", "--close")
+    assert code != 0 and "give the entry link's code" in err
     with pytest.raises(SystemExit):  # argparse: not both
         main(["groups", "link", "shibuya-2026", "--close", "--reopen"])
