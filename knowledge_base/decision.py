@@ -332,8 +332,9 @@ class DecisionPolicy:
         answered = (top >= t_answer) & (margin >= t_margin)
         # The calibrated rule: answer when P(top hit right | top, margin) >= p and the top
         # score is at least a floor (a line in (top, margin) is not enough on its own: one
-        # lone weak hit has a large "margin"). (p, floor) are tuned together; the rule is
-        # kept when validation says it is at least as good as the box.
+        # lone weak hit has a large "margin", and validation rarely has such cases, so the
+        # floor is the highest that keeps the best validation accuracy, capped at the plain
+        # rule's threshold). The rule is kept when it does at least as well as the box.
         calibrator = LogisticCalibrator.fit(hit_lists, right1.tolist())
         conf = np.array([calibrator(h) if h else 0.0 for h in hit_lists])
         p_answer: float | None = None
@@ -344,7 +345,10 @@ class DecisionPolicy:
                 ans = over_p & (top >= floor)[None, :]
                 per_floor[i] = (((right1 & ans) | (oos & ~ans)).sum(axis=1) / n).max()
             if per_floor.max() >= box_acc - 1e-12:
-                floor = _plateau_middle(grid, per_floor)
+                # the highest floor that keeps the best accuracy, but never above the plain
+                # rule's threshold: as strict as validation allows, not stricter than the box
+                best_floors = np.flatnonzero(per_floor >= per_floor.max() - 1e-12)
+                floor = min(float(grid[best_floors.max()]), t_answer)
                 ans = over_p & (top >= floor)[None, :]
                 p_answer = _plateau_middle(grid, ((right1 & ans) | (oos & ~ans)).sum(axis=1) / n)
                 t_answer, t_margin = floor, 0.0
