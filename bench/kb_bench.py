@@ -374,7 +374,12 @@ def faq_suite(
     answer_weights: Sequence[float],
     split: str = "test",
     calibrated: bool = True,
+    sample_embedder=None,
 ) -> dict:
+    """StackFAQ with the fusion chosen on validation: StackFAQ val MRR, then hand-off
+    accuracy; with ``sample_embedder`` (the live embedder) the bundled ja/zh/en sample's
+    validation split counts as much as StackFAQ's, so that the shipped fusion holds for
+    multilingual knowledge bases too."""
     faq_dir = data / "faq" / "stackfaq"
     docs = load_faq_jsonl(faq_dir / "faq.jsonl", with_answer=True)
     val = load_queries_jsonl(faq_dir / "queries.jsonl", "val")
@@ -388,6 +393,10 @@ def faq_suite(
             policy = DecisionPolicy.tune(r, val, calibrated=calibrated)
             mv = evaluate_faq(r, policy, val)
             key = (round(mv["mrr"], 3), mv["answer_or_handoff_accuracy"])
+            if sample_embedder is not None:
+                smp = sample_suite(sample_embedder, fusion, split="val")
+                key = (round((mv["mrr"] + smp["mrr"]) / 2, 3),
+                       (mv["answer_or_handoff_accuracy"] + smp["aoh"]) / 2)
             if best is None or key > best[0]:
                 best = (key, fusion, r, policy)
     assert best is not None
@@ -835,6 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         emb = CachedEmbedder(backend, stores)
         row: dict = {"label": label, "backend": backend, "baseline": cfg.baseline}
         row.update(intent_suite(cfg, emb, sets, seeds))
+        if backend not in live:
+            live[backend] = make_embedder(backend)
         row.update(
             faq_suite(
                 emb,  # the baseline: one threshold on the top cosine (and margin) only
@@ -842,10 +853,9 @@ def main(argv: list[str] | None = None) -> int:
                 lexical_weights=lws,
                 answer_weights=aws,
                 calibrated=not cfg.baseline,
+                sample_embedder=None if cfg.baseline else live[backend],
             )
         )
-        if backend not in live:
-            live[backend] = make_embedder(backend)
         row["mini"] = mini_suite(live[backend], row["fusion"])
         row["sample"] = sample_suite(live[backend], row["fusion"])
         row["default_policy"] = default_policy(row, row["sample"])
