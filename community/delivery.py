@@ -105,8 +105,8 @@ class Publisher(Protocol):
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> PublishResult:
         """Send one message. ``before_send`` (if given) is awaited exactly once, before the
-        platform is called (for drops, after the wait for the rate limiter); if it raises,
-        nothing is sent and the error propagates."""
+        platform is called and after any wait for the rate limiter; if it raises, nothing is
+        sent and the error propagates."""
         ...
 
 
@@ -131,8 +131,6 @@ class OutboundPublisher:
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> PublishResult:
         if self.record:
-            # Outbound.send waits for the rate limiter itself: the hook runs before that wait
-            # (these are one-off messages - welcomes, alerts - not outbox drops).
             if before_send is not None:
                 await before_send()
             r = await self.outbound.send(chat, message)
@@ -220,10 +218,6 @@ class _Committer:
         self._task = asyncio.create_task(self._loop(), name="outbox-committer")
 
     async def intent(self, values: dict[str, Any]) -> None:
-        if self.error is not None:
-            raise self.error  # the outbox cannot be written: nothing may be sent
-        if self._task is not None and self._task.done():
-            raise RuntimeError("the outbox committer has stopped")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._intents.append((values, fut))
         self._wake.set()
@@ -441,7 +435,7 @@ class DeliveryEngine:
 
         async def feeder() -> None:
             try:
-                while not halt.is_set() and committer.error is None:
+                while not halt.is_set():
                     if await self._run_status(run_id) != DropStatus.RUNNING:
                         halt.set()
                         break
@@ -466,28 +460,17 @@ class DeliveryEngine:
                     continue
                 await self._deliver_one(drop, campaign, row, committer)
 
-        tasks = [asyncio.create_task(feeder()), *(asyncio.create_task(worker())
-                                                   for _ in range(workers))]
         try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            # One failed (e.g. the outbox cannot be written): stop the others too, as a crash
-            # would; rows they were sending stay 'sending' (in doubt), the rest 'claimed'.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+            await asyncio.gather(feeder(), *(worker() for _ in range(workers)))
         finally:
-            try:
-                await committer.close()
-            finally:
-                if release:
-                    async with self.db.session() as s:
-                        await s.execute(
-                            update(OutboxRow).where(OutboxRow.id.in_(release),
-                                                    OutboxRow.status == OutboxStatus.CLAIMED)
-                            .values(status=OutboxStatus.PENDING, claimed_by=None)
-                        )
+            await committer.close()
+            if release:
+                async with self.db.session() as s:
+                    await s.execute(
+                        update(OutboxRow).where(OutboxRow.id.in_(release),
+                                                OutboxRow.status == OutboxStatus.CLAIMED)
+                        .values(status=OutboxStatus.PENDING, claimed_by=None)
+                    )
         return await self._finish(run_id)
 
     async def _deliver_one(self, drop: Drop, campaign: int | None, row: ClaimedRow,
