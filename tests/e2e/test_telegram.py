@@ -114,7 +114,7 @@ async def test_bot_removed_from_group_is_recorded(harness: Harness):
                     return
             await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(removed(), 5)
+    await asyncio.wait_for(removed(), 15)
 
 
 async def test_blocked_user_is_marked_and_not_sent_to(harness: Harness):
@@ -132,7 +132,7 @@ async def test_blocked_user_is_marked_and_not_sent_to(harness: Harness):
                     return
             await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(unreachable(), 5)
+    await asyncio.wait_for(unreachable(), 15)
     from bot.core.types import ChatKind, ChatRef, OutgoingMessage
 
     calls_before = len(h.api.calls("sendMessage"))
