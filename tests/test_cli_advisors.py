@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bot.cli import build_parser, main
+from tests.cli_util import subcommands
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -71,21 +72,13 @@ def authenticate(db_url: str, username: str, password: str) -> int | None:
     return asyncio.run(go())
 
 
-def _subcommands(parser: argparse.ArgumentParser,
-                 prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield (*prefix, name)
-                yield from _subcommands(sub, (*prefix, name))
-
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     top = next(a for a in build_parser()._actions
                if isinstance(a, argparse._SubParsersAction)).choices
     commands: list[tuple[str, ...]] = []
     for group in ("advisors", "canned", "handoff", "report"):
-        commands += [(group, *c) for c in _subcommands(top[group])]
+        commands += [(group, *c) for c in subcommands(top[group])]
     assert len(commands) == 11
     for command in commands:
         with pytest.raises(SystemExit) as exit_:

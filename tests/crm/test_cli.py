@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import build_parser, main
+from tests.cli_util import subcommands
 
 
 @pytest.fixture
@@ -24,19 +25,12 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     return run
 
 
-def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield (*prefix, name)
-                yield from _subcommands(sub, (*prefix, name))
-
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     crm = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
                ).choices["crm"]
-    commands = list(_subcommands(crm))
+    commands = list(subcommands(crm))
     assert len(commands) >= 30
     for command in commands:
         with pytest.raises(SystemExit) as exit_:
